@@ -1,0 +1,86 @@
+"""Typed, frozen settings for members, nodes and the policies that govern them.
+
+These are plain msgspec structs so a YAML mapping converts into them with field-named errors;
+``gateway.settings`` reads the files and the environment, this module only defines shapes.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+NodeKind = Literal["auto", "llama_cpp_server", "llama_server"]
+
+
+class Member(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A model the cluster offers, served by one or more nodes.
+
+    ``speed`` ranks members for chores (higher is faster); ``n_ctx`` lets a context-length
+    failure move to a member with a larger window.
+    """
+
+    name: str
+    role: str = ""
+    tags: tuple[str, ...] = ()
+    n_ctx: int = 2048
+    speed: int = 1
+    model: str | None = None
+
+
+class LocalProcess(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """How `booagent up` starts this node as a local `llama_cpp.server` process."""
+
+    port: int
+    threads: int = 1
+    extra_args: tuple[str, ...] = ()
+
+
+class Node(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One llama.cpp server. ``capacity`` overrides the learned number of slots."""
+
+    name: str
+    member: str
+    url: str
+    kind: NodeKind = "auto"
+    capacity: int | None = None
+    api_key: str | None = None
+    local: LocalProcess | None = None
+
+
+class Timeouts(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Seconds. ``stall`` is the longest gap between content chunks (keep-alives don't count)."""
+
+    connect: float = 3.0
+    first_token: float = 60.0
+    stall: float = 20.0
+    total: float = 600.0
+    queue: float = 60.0
+
+
+class Retry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One request-wide budget: ``attempts`` node calls at most, whatever failed."""
+
+    attempts: int = 3
+    max_retry_after: float = 5.0
+
+
+class Breaker(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Open after ``failures`` consecutive failures; allow one trial after ``open_seconds``."""
+
+    failures: int = 3
+    open_seconds: float = 10.0
+
+
+class Health(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Probe every ``interval`` seconds, giving up on one probe after ``timeout``."""
+
+    interval: float = 2.0
+    timeout: float = 2.0
+
+
+class Policies(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    timeouts: Timeouts = Timeouts()
+    retry: Retry = Retry()
+    breaker: Breaker = Breaker()
+    health: Health = Health()

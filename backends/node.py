@@ -1,0 +1,89 @@
+"""A node as the pool sees it: its backend, health, admission queue and recent figures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from backends.admission import Admission
+from backends.base import Backend
+from backends.config import Member, Node
+from backends.health import HealthTracker
+from backends.http import Probe
+
+_ALPHA = 0.3
+
+
+class ProbingBackend(Backend, Protocol):
+    """A backend that can also report its readiness without generating tokens."""
+
+    async def probe(self, timeout: float) -> Probe: ...
+
+
+@dataclass(slots=True)
+class NodeStats:
+    """Exponentially weighted recent latency (time to first token) and decode speed."""
+
+    ttft: float | None = None
+    tokens_per_second: float | None = None
+    served: int = 0
+    failed: int = 0
+
+    def record(self, ttft: float, tokens: int, duration: float) -> None:
+        self.served += 1
+        self.ttft = _ewma(self.ttft, ttft)
+        decode = duration - ttft
+        if tokens > 1 and decode > 0:
+            self.tokens_per_second = _ewma(self.tokens_per_second, (tokens - 1) / decode)
+
+
+def _ewma(old: float | None, new: float) -> float:
+    return new if old is None else (1 - _ALPHA) * old + _ALPHA * new
+
+
+@dataclass(slots=True)
+class ManagedNode:
+    """Everything the pool tracks about one node."""
+
+    spec: Node
+    member: Member
+    backend: ProbingBackend
+    health: HealthTracker
+    admission: Admission
+    stats: NodeStats = field(default_factory=NodeStats)
+    kind: str = "unknown"
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def apply_probe(self, probe: Probe) -> None:
+        """Take a probe's verdict; learn kind and slot count unless the config fixes them."""
+        self.health.probed(probe.state, probe.error)
+        if probe.kind != "unknown":
+            self.kind = probe.kind
+        if self.spec.capacity is None and probe.slots:
+            self.admission.capacity = probe.slots
+
+    def snapshot(self) -> dict[str, Any]:
+        """The node's state for `GET /v1/cluster`."""
+        return {
+            "name": self.name,
+            "member": self.member.name,
+            "url": self.spec.url,
+            "kind": self.kind,
+            "state": self.health.readiness,
+            "breaker": self.health.breaker,
+            "in_flight": self.admission.in_flight,
+            "queued": self.admission.queued,
+            "capacity": self.admission.capacity,
+            "ttft_seconds": _round(self.stats.ttft),
+            "tokens_per_second": _round(self.stats.tokens_per_second),
+            "served": self.stats.served,
+            "failed": self.stats.failed,
+            "last_error": self.health.last_error or None,
+        }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)

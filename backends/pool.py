@@ -1,0 +1,240 @@
+"""The failover pool: a :class:`backends.base.Backend` made of many nodes.
+
+For each request it picks an eligible node, waits for a slot there, and opens a stream. Until
+the first content chunk arrives nothing is committed, so a node that fails before answering is
+replaced by another one invisibly. One request-wide budget bounds the attempts, whatever fails;
+after the commit point a node failure becomes :class:`backends.errors.StreamInterrupted`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack, aclosing, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
+
+from backends.base import ChatRequest, Chunk, Served
+from backends.config import Member, Policies
+from backends.errors import (
+    AllNodesFailed,
+    ContextLengthExceeded,
+    NodeError,
+    NodeOverloaded,
+    NodeTimeout,
+    NoNodeAvailable,
+    RetryableNodeError,
+    StreamInterrupted,
+)
+from backends.node import ManagedNode
+from backends.selection import choose
+
+
+@dataclass(slots=True)
+class Attempts:
+    """What one request has tried so far; decides where the next attempt may go."""
+
+    tried: set[str] = field(default_factory=set)
+    excluded: set[str] = field(default_factory=set)
+    failures: list[NodeError] = field(default_factory=list)
+    min_ctx: int = 0
+    retry_after: float = 0.0
+
+    def record(self, node: ManagedNode, error: NodeError) -> None:
+        self.failures.append(error)
+        self.tried.add(node.name)
+        if isinstance(error, NodeTimeout):
+            self.excluded.add(node.name)
+        if isinstance(error, ContextLengthExceeded):
+            self.min_ctx = node.member.n_ctx + 1
+        if isinstance(error, NodeOverloaded) and error.retry_after:
+            self.retry_after = max(self.retry_after, error.retry_after)
+
+
+class Pool:
+    """Selection, admission, retries and failover over a set of nodes."""
+
+    name = "pool"
+
+    def __init__(
+        self,
+        nodes: Sequence[ManagedNode],
+        policies: Policies,
+        *,
+        rng: random.Random | None = None,
+        on_close: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.nodes = list(nodes)
+        self.members: dict[str, Member] = {n.member.name: n.member for n in self.nodes}
+        self._policies = policies
+        self._rng = rng or random.Random()
+        self._on_close = on_close
+        self._probes: list[asyncio.Task[None]] = []
+
+    def eligible(self, request: ChatRequest, state: Attempts) -> list[ManagedNode]:
+        """Nodes this request may use now, in no particular order."""
+        allowed = set(request.members) or set(self.members)
+        return [
+            n
+            for n in self.nodes
+            if n.member.name in allowed
+            and n.member.n_ctx >= state.min_ctx
+            and n.name not in state.excluded
+            and n.health.available()
+        ]
+
+    def has_capacity(self, members: Sequence[str]) -> bool:
+        """True when a node of one of these members could take a request."""
+        return bool(self.eligible(ChatRequest({}, tuple(members)), Attempts()))
+
+    @asynccontextmanager
+    async def stream(
+        self, request: ChatRequest, served: Served
+    ) -> AsyncIterator[AsyncIterator[Chunk]]:
+        async with AsyncExitStack() as stack:
+            yield await self._commit(request, served, stack)
+
+    async def _commit(
+        self, request: ChatRequest, served: Served, stack: AsyncExitStack
+    ) -> AsyncIterator[Chunk]:
+        state = Attempts()
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._policies.retry.attempts),
+            retry=retry_if_exception(lambda exc: self._retryable(exc, request, state)),
+            wait=lambda _: self._wait(request, state),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._attempt(request, served, state, stack)
+        except RetryableNodeError as exc:
+            raise _all_failed(state) from exc
+        raise AssertionError("unreachable: tenacity either returns or raises")
+
+    def _retryable(self, exc: BaseException, request: ChatRequest, state: Attempts) -> bool:
+        if isinstance(exc, ContextLengthExceeded):
+            return bool(self.eligible(request, state))
+        return isinstance(exc, RetryableNodeError)
+
+    def _wait(self, request: ChatRequest, state: Attempts) -> float:
+        """No wait when an untried node is left; else honour the node's Retry-After."""
+        if any(n.name not in state.tried for n in self.eligible(request, state)):
+            return 0.0
+        return min(state.retry_after, self._policies.retry.max_retry_after)
+
+    async def _attempt(
+        self, request: ChatRequest, served: Served, state: Attempts, outer: AsyncExitStack
+    ) -> AsyncIterator[Chunk]:
+        node = self._select(request, state)
+        served.attempts.append(node.name)
+        node.health.claim()
+        async with AsyncExitStack() as stack:
+            stack.callback(node.health.release)
+            await self._admit(node, served, stack)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            try:
+                chunks = await stack.enter_async_context(node.backend.stream(request, served))
+                head = await _until_content(chunks)
+            except NodeError as exc:
+                served.failures.append(f"{node.name}: {exc.reason}")
+                self._failed(node, exc, state)
+                raise
+            served.node, served.member = node.name, node.member.name
+            relay = _relay(node, chunks, head, started, loop.time() - started)
+            await stack.enter_async_context(aclosing(relay))
+            outer.push_async_exit(stack.pop_all())
+            return relay
+
+    def _select(self, request: ChatRequest, state: Attempts) -> ManagedNode:
+        eligible = self.eligible(request, state)
+        if not eligible:
+            if state.failures:
+                raise _all_failed(state)
+            raise NoNodeAvailable(
+                f"no ready node for {', '.join(request.members) or 'any member'}", retry_after=2
+            )
+        return choose(eligible, request, state.tried, self._rng)
+
+    async def _admit(self, node: ManagedNode, served: Served, stack: AsyncExitStack) -> None:
+        loop = asyncio.get_running_loop()
+        waited = loop.time()
+        await stack.enter_async_context(node.admission.slot(self._policies.timeouts.queue))
+        served.queue_wait += loop.time() - waited
+
+    def _failed(self, node: ManagedNode, exc: NodeError, state: Attempts) -> None:
+        state.record(node, exc)
+        if isinstance(exc, RetryableNodeError):
+            node.health.failed(f"{exc.reason}: {exc.message}")
+            node.stats.failed += 1
+
+    def start_probes(self) -> None:
+        """Probe every node now and then, in the background, until :meth:`aclose`."""
+        for node in self.nodes:
+            self._probes.append(asyncio.create_task(self._probe_loop(node)))
+
+    async def probe_all(self) -> None:
+        """Probe every node once (used at start-up and by tests)."""
+        await asyncio.gather(*(self._probe_once(n) for n in self.nodes))
+
+    async def _probe_once(self, node: ManagedNode) -> None:
+        node.apply_probe(await node.backend.probe(self._policies.health.timeout))
+
+    async def _probe_loop(self, node: ManagedNode) -> None:
+        while True:
+            await self._probe_once(node)
+            await asyncio.sleep(self._policies.health.interval)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        return [n.snapshot() for n in self.nodes]
+
+    async def aclose(self) -> None:
+        for task in self._probes:
+            task.cancel()
+        await asyncio.gather(*self._probes, return_exceptions=True)
+        self._probes.clear()
+        if self._on_close is not None:
+            await self._on_close()
+
+
+def _all_failed(state: Attempts) -> AllNodesFailed:
+    reasons = "; ".join(f.message for f in state.failures) or "no node could be tried"
+    return AllNodesFailed(
+        f"all {len(state.failures)} attempts failed: {reasons}", failures=state.failures
+    )
+
+
+async def _until_content(chunks: AsyncIterator[Chunk]) -> list[Chunk]:
+    """Read up to and including the first content chunk (or to the end of an empty answer)."""
+    head: list[Chunk] = []
+    async for chunk in chunks:
+        head.append(chunk)
+        if chunk.is_content:
+            break
+    return head
+
+
+async def _relay(
+    node: ManagedNode, chunks: AsyncIterator[Chunk], head: list[Chunk], started: float, ttft: float
+) -> AsyncGenerator[Chunk, None]:
+    """The committed stream: replays the head, relays the rest, then scores the node."""
+    tokens = 0
+    try:
+        for chunk in head:
+            tokens += chunk.is_content
+            yield chunk
+        async for chunk in chunks:
+            tokens += chunk.is_content
+            yield chunk
+    except NodeError as exc:
+        node.health.failed(f"{exc.reason}: {exc.message}")
+        node.stats.failed += 1
+        raise StreamInterrupted(
+            f"node {node.name} failed after the answer began: {exc.message}"
+        ) from exc
+    node.health.succeeded()
+    node.stats.record(ttft, tokens, asyncio.get_running_loop().time() - started)

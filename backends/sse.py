@@ -1,0 +1,76 @@
+"""Server-sent events: the framing of OpenAI streams, both directions.
+
+``encode_data`` and ``encode_comment`` write frames; :class:`EventDecoder` reads them a line
+at a time. Comment lines (``:``) are keep-alives and produce no event. A bare ``error:`` line,
+which older llama-server builds send instead of a data frame, is turned into an error event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+DONE = "[DONE]"
+
+
+def encode_data(payload: str) -> bytes:
+    """One ``data:`` frame; a payload with newlines becomes several ``data:`` lines."""
+    lines = payload.split("\n")
+    return ("".join(f"data: {line}\n" for line in lines) + "\n").encode()
+
+
+def encode_comment(text: str = "") -> bytes:
+    """A comment frame, ignored by clients: a keep-alive."""
+    return f": {text}\n\n".encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One SSE event. ``kind`` is ``"data"`` or ``"error"`` (a bare ``error:`` line)."""
+
+    data: str
+    kind: str = "data"
+
+
+@dataclass(slots=True)
+class EventDecoder:
+    """Turns SSE lines (without their line ending) into events, per the WHATWG rules we need."""
+
+    _data: list[str] = field(default_factory=list)
+
+    def feed(self, line: str) -> Event | None:
+        """Take one line; return the event it completes, if any."""
+        if not line:
+            return self._flush()
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            self._data.append(value)
+        elif name == "error":
+            return Event(value, kind="error")
+        return None
+
+    def close(self) -> Event | None:
+        """End of input: an event whose blank line never came is still delivered."""
+        return self._flush()
+
+    def _flush(self) -> Event | None:
+        if not self._data:
+            return None
+        event = Event("\n".join(self._data))
+        self._data.clear()
+        return event
+
+
+async def aiter_events(lines: AsyncIterator[str]) -> AsyncIterator[Event]:
+    """Decode an async stream of lines into events."""
+    decoder = EventDecoder()
+    async for line in lines:
+        event = decoder.feed(line.rstrip("\r\n"))
+        if event is not None:
+            yield event
+    last = decoder.close()
+    if last is not None:
+        yield last

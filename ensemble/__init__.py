@@ -1,0 +1,1 @@
+"""Deciding who answers: classify the request, then route (later: cascade, ensemble)."""

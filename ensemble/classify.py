@@ -1,0 +1,78 @@
+"""What kind of work a chat request is: code, a background chore, or general chat.
+
+Chores are the helper requests chat front ends send around each answer (Open WebUI starts
+their user message with ``### Task:``: titles, tags, follow-ups, search queries). Code is
+recognised by code blocks, code-like lines, programming vocabulary, or tools that run code.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from enum import StrEnum
+from typing import Any
+
+
+class Kind(StrEnum):
+    CODE = "code"
+    CHORE = "chore"
+    GENERAL = "general"
+
+
+_CHORE = re.compile(r"^\s*###\s*Task:", re.IGNORECASE)
+_FENCE = re.compile(r"```")
+_CODE_LINE = re.compile(
+    r"^\s*(def |class |import |from \S+ import |#include|function |const |let |var |public |"
+    r"fn |SELECT |for\s*\(|if\s*\(|return\b).*$|[;{}]\s*$|=>|::|\w+\(.*\)\s*[:{]?\s*$",
+    re.MULTILINE,
+)
+_STRONG = re.compile(
+    r"\b(python|javascript|typescript|rust|golang|kotlin|c\+\+|sql|regex|regular expression|"
+    r"bash|powershell|traceback|stack trace|compiler|refactor|unit tests?|code|coding|"
+    r"programming|script|debug|syntax error|numpy|pandas|dataframe|algorithm|json schema|"
+    r"segfault|null pointer)\b",
+    re.IGNORECASE,
+)
+_WEAK = re.compile(
+    r"\b(function|class|method|variable|loop|array|string|integer|recursion|recursive|"
+    r"dictionary|implement|bug|library|package|program|compile|api|query|parse)\b",
+    re.IGNORECASE,
+)
+_CODE_TOOLS = re.compile(r"code|python|exec|shell|interpreter|sql|compile", re.IGNORECASE)
+
+
+def classify(body: Mapping[str, Any]) -> Kind:
+    """The kind of the request, judged mostly on its last user message."""
+    messages = body.get("messages") or []
+    last_user = _last_user_text(messages)
+    if _CHORE.match(last_user):
+        return Kind.CHORE
+    if _looks_like_code(last_user) or _has_code_tools(body.get("tools") or []):
+        return Kind.CODE
+    return Kind.GENERAL
+
+
+def _looks_like_code(text: str) -> bool:
+    """Code fences, two code-like lines, one strong programming word, or two weak ones."""
+    if _FENCE.search(text) or len(_CODE_LINE.findall(text)) >= 2:
+        return True
+    return bool(_STRONG.search(text)) or len({w.lower() for w in _WEAK.findall(text)}) >= 2
+
+
+def _has_code_tools(tools: Sequence[Any]) -> bool:
+    return any(_CODE_TOOLS.search(str(tool)) for tool in tools)
+
+
+def _last_user_text(messages: Sequence[Any]) -> str:
+    for message in reversed(messages):
+        if isinstance(message, Mapping) and message.get("role") == "user":
+            return _text(message.get("content"))
+    return ""
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Iterable):
+        return "\n".join(part.get("text", "") for part in content if isinstance(part, Mapping))
+    return ""

@@ -1,0 +1,67 @@
+"""Routing: send each request to the member best suited to it.
+
+:class:`Router` is the strategy behind the virtual model: classify the request, then ask the
+pool for the members configured for that kind, most preferred first (the rest follow as
+fallbacks). Chores go to the fastest idle member. :class:`Pinned` serves one named member.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any
+
+from backends.base import Backend, ChatRequest, Chunk, Served
+from ensemble.classify import Kind, classify
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Where a request should go: members in order of preference."""
+
+    kind: Kind
+    members: tuple[str, ...]
+    prefer_idle: bool = False
+
+
+def _with_fallbacks(preferred: Sequence[str], everyone: Sequence[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys([*preferred, *everyone]))
+
+
+@dataclass(frozen=True, slots=True)
+class Router:
+    """The `route` strategy: one member per request, chosen by the kind of request."""
+
+    backend: Backend
+    routes: Mapping[Kind, tuple[str, ...]]
+    members: tuple[str, ...]
+    name: str = "route"
+
+    def plan(self, body: Mapping[str, Any]) -> Plan:
+        kind = classify(body)
+        members = _with_fallbacks(self.routes.get(kind, ()), self.members)
+        return Plan(kind, members, prefer_idle=kind is Kind.CHORE)
+
+    def __call__(
+        self, body: Mapping[str, Any], served: Served, request_id: str = ""
+    ) -> AbstractAsyncContextManager[AsyncIterator[Chunk]]:
+        plan = self.plan(body)
+        served.kind = plan.kind.value
+        request = ChatRequest(body, plan.members, plan.prefer_idle, request_id)
+        return self.backend.stream(request, served)
+
+
+@dataclass(frozen=True, slots=True)
+class Pinned:
+    """Serve one named member (a client asked for it by name)."""
+
+    backend: Backend
+    member: str
+    name: str = "member"
+
+    def __call__(
+        self, body: Mapping[str, Any], served: Served, request_id: str = ""
+    ) -> AbstractAsyncContextManager[AsyncIterator[Chunk]]:
+        served.kind = "pinned"
+        return self.backend.stream(ChatRequest(body, (self.member,), False, request_id), served)

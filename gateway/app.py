@@ -1,0 +1,163 @@
+"""The Litestar application: ``create_app(settings)``, no globals.
+
+The lifespan owns the pool (its httpx client and health-probe tasks) and closes it. Handlers
+stay thin: parse, pick the strategy, hand over to :mod:`gateway.chat`.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from litestar import Litestar, Request, Response, get, post
+from litestar.connection import ASGIConnection
+from litestar.datastructures import State
+from litestar.handlers.base import BaseRouteHandler
+
+from backends.build import build_pool
+from backends.errors import AuthenticationFailed, ModelNotFound
+from backends.pool import Pool
+from ensemble.base import Strategy
+from ensemble.classify import Kind
+from ensemble.route import Pinned, Router
+from gateway.chat import answer
+from gateway.errors import EXCEPTION_HANDLERS
+from gateway.logs import RequestIdMiddleware, configure_logging, request_id_of
+from gateway.schema import parse_chat
+from gateway.settings import Settings
+
+PoolFactory = Callable[[Settings], Pool]
+
+
+@dataclass(slots=True)
+class Gateway:
+    """Everything a request handler needs, built once per app start."""
+
+    settings: Settings
+    pool: Pool
+    strategies: dict[str, Strategy] = field(default_factory=dict)
+    models_body: bytes = b""
+
+    @classmethod
+    def build(cls, settings: Settings, pool: Pool) -> Gateway:
+        gateway = cls(settings, pool)
+        gateway.strategies = _strategies(settings, pool)
+        gateway.models_body = msgspec.json.encode(_models_listing(settings))
+        return gateway
+
+    def strategy_for(self, model: str) -> Strategy:
+        strategy = self.strategies.get(model)
+        if strategy is None:
+            known = ", ".join(self.strategies)
+            raise ModelNotFound(
+                f"the model `{model}` does not exist; available: {known}", param="model"
+            )
+        return strategy
+
+
+def _strategies(settings: Settings, pool: Pool) -> dict[str, Strategy]:
+    members = tuple(m.name for m in settings.members)
+    routes = {
+        Kind.CODE: settings.routes.code,
+        Kind.GENERAL: settings.routes.general,
+        Kind.CHORE: settings.routes.chore,
+    }
+    strategies: dict[str, Strategy] = {settings.server.virtual_model: Router(pool, routes, members)}
+    for name in members:
+        strategies[name] = Pinned(pool, name)
+    return strategies
+
+
+def _models_listing(settings: Settings) -> dict[str, Any]:
+    names = [settings.server.virtual_model, *(m.name for m in settings.members)]
+    return {
+        "object": "list",
+        "data": [{"id": n, "object": "model", "created": 0, "owned_by": "booagent"} for n in names],
+    }
+
+
+def _gateway(state: State) -> Gateway:
+    gateway: Gateway = state.gateway
+    return gateway
+
+
+def require_api_key(
+    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+) -> None:
+    """When keys are configured, demand ``Authorization: Bearer <key>`` (constant-time check)."""
+    keys = _gateway(connection.app.state).settings.server.api_keys
+    if not keys:
+        return
+    scheme, _, token = connection.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationFailed("missing API key: send `Authorization: Bearer <key>`")
+    given = token.strip().encode()
+    if not any([hmac.compare_digest(given, key.encode()) for key in keys]):
+        raise AuthenticationFailed("invalid API key")
+
+
+@post("/v1/chat/completions", guards=[require_api_key], status_code=200)
+async def chat_completions(request: Request[Any, Any, Any], state: State) -> Response[Any]:
+    gateway = _gateway(state)
+    parsed = parse_chat(await request.body())
+    strategy = gateway.strategy_for(parsed.checked.model)
+    return await answer(parsed, strategy, request.receive, request_id_of(request.scope))
+
+
+@get(["/v1/models", "/models"], guards=[require_api_key])
+async def list_models(state: State) -> Response[bytes]:
+    return Response(_gateway(state).models_body, media_type="application/json")
+
+
+@get("/health")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/ready")
+async def ready(state: State) -> Response[dict[str, Any]]:
+    pool = _gateway(state).pool
+    serving = [n.name for n in pool.nodes if n.health.readiness == "ready" and n.health.available()]
+    status = 200 if serving else 503
+    return Response({"ready": bool(serving), "nodes": serving}, status_code=status)
+
+
+@get("/v1/cluster", guards=[require_api_key])
+async def cluster(state: State) -> dict[str, Any]:
+    gateway = _gateway(state)
+    return {
+        "virtual_model": gateway.settings.server.virtual_model,
+        "nodes": gateway.pool.snapshot(),
+    }
+
+
+def create_app(settings: Settings, *, pool_factory: PoolFactory | None = None) -> Litestar:
+    """The gateway app. ``pool_factory`` lets tests supply nodes of their own."""
+    configure_logging(settings.server.log_level)
+    make_pool = pool_factory or (lambda s: build_pool(s.members, s.nodes, s.policies))
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        pool = make_pool(settings)
+        app.state.gateway = Gateway.build(settings, pool)
+        try:
+            await pool.probe_all()
+            pool.start_probes()
+            yield
+        finally:
+            await pool.aclose()
+
+    return Litestar(
+        route_handlers=[chat_completions, list_models, health, ready, cluster],
+        lifespan=[lifespan],
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[RequestIdMiddleware],
+        request_max_body_size=settings.server.max_body_bytes,
+        openapi_config=None,
+        logging_config=None,
+        debug=False,
+    )

@@ -1,0 +1,215 @@
+"""`POST /v1/chat/completions`: from a validated body to a streamed or whole answer.
+
+The strategy returns a *committed* stream: by the time it does, a node has produced its first
+content token, so every failure before that point was retried elsewhere (or is an HTTP error
+status here). After it, a node failure ends the SSE stream with an ``error`` frame and no
+``[DONE]``, so a cut answer never looks complete. One log line is written per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import msgspec
+import structlog
+from litestar import Response
+from litestar.background_tasks import BackgroundTask
+from litestar.response import Stream
+from litestar.types import Receive
+
+from backends.base import Chunk, Served
+from backends.errors import BooagentError
+from backends.sse import DONE, encode_data
+from ensemble.base import Strategy
+from gateway.errors import error_body
+from gateway.schema import ParsedChat
+from gateway.wire import Accumulator, Identity, client_chunk, estimate_prompt_tokens, usage_chunk
+
+_log = structlog.get_logger("booagent.request")
+CLIENT_CLOSED = 499
+
+
+@dataclass(slots=True)
+class ChatLog:
+    """The one log line of a chat request, filled in as the request goes."""
+
+    model: str
+    strategy: str
+    stream: bool
+    started: float = field(default_factory=lambda: asyncio.get_running_loop().time())
+    ttft: float | None = None
+
+    def elapsed(self) -> float:
+        return asyncio.get_running_loop().time() - self.started
+
+    def mark_first_token(self) -> None:
+        if self.ttft is None:
+            self.ttft = self.elapsed()
+
+    def emit(
+        self, status: int, served: Served, usage: Mapping[str, int] | None, **extra: Any
+    ) -> None:
+        _log.info(
+            "chat_completion",
+            status=status,
+            model=self.model,
+            strategy=self.strategy,
+            kind=served.kind,
+            stream=self.stream,
+            node=served.node or None,
+            attempts=len(served.attempts),
+            failures=served.failures,
+            queue_wait_s=round(served.queue_wait, 4),
+            ttft_s=None if self.ttft is None else round(self.ttft, 4),
+            total_s=round(self.elapsed(), 4),
+            tokens_in=usage["prompt_tokens"] if usage else None,
+            tokens_out=usage["completion_tokens"] if usage else None,
+            **extra,
+        )
+
+
+def _json(data: Any) -> bytes:
+    return msgspec.json.encode(data)
+
+
+@dataclass(slots=True)
+class Turn:
+    """One request being answered: identity on the wire, what was said, who said it."""
+
+    identity: Identity
+    acc: Accumulator
+    log: ChatLog
+    served: Served
+    stack: AsyncExitStack
+    include_usage: bool
+
+    def finish(self, status: int, error: str | None) -> None:
+        self.log.emit(status, self.served, self.acc.usage(), error=error)
+
+
+async def answer(
+    parsed: ParsedChat, strategy: Strategy, receive: Receive, request_id: str
+) -> Response[Any]:
+    """Run the strategy and answer in the form the client asked for."""
+    checked = parsed.checked
+    log = ChatLog(model=checked.model, strategy=strategy.name, stream=checked.stream)
+    served = Served()
+    stack = AsyncExitStack()
+    try:
+        chunks = await stack.enter_async_context(strategy(parsed.forward, served, request_id))
+    except BooagentError as exc:
+        await stack.aclose()
+        log.emit(exc.status_code, served, None, error=exc.message)
+        raise
+    acc = Accumulator(prompt_estimate=estimate_prompt_tokens(parsed.forward.get("messages")))
+    turn = Turn(Identity(checked.model), acc, log, served, stack, parsed.include_usage)
+    headers = _served_headers(served, strategy)
+    if checked.stream:
+        events = _sse(turn, chunks)
+        return Stream(
+            events,
+            media_type="text/event-stream",
+            headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"},
+            background=BackgroundTask(events.aclose),
+        )
+    return await _whole(turn, chunks, receive, headers)
+
+
+def _served_headers(served: Served, strategy: Strategy) -> dict[str, str]:
+    return {
+        "x-booagent-node": served.node,
+        "x-booagent-attempts": str(len(served.attempts)),
+        "x-booagent-strategy": strategy.name,
+    }
+
+
+async def _whole(
+    turn: Turn, chunks: AsyncIterator[Chunk], receive: Receive, headers: dict[str, str]
+) -> Response[Any]:
+    """Collect the answer, giving up (and freeing the node) if the client goes away."""
+    async with turn.stack:
+        status, error = CLIENT_CLOSED, None
+        try:
+            if await _collect_unless_disconnected(turn, chunks, receive):
+                status = 200
+        except BooagentError as exc:
+            status, error = exc.status_code, exc.message
+            raise
+        finally:
+            turn.finish(status, error)
+    body = _json(turn.acc.completion(turn.identity)) if status == 200 else b""
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+async def _collect_unless_disconnected(
+    turn: Turn, chunks: AsyncIterator[Chunk], receive: Receive
+) -> bool:
+    """True when the answer was collected, False when the client disconnected first."""
+    collect = asyncio.ensure_future(_drain(turn, chunks))
+    watch = asyncio.ensure_future(_disconnect(receive))
+    try:
+        await asyncio.wait({collect, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+        if not collect.done():
+            collect.cancel()
+        await asyncio.gather(watch, collect, return_exceptions=True)
+    if collect.cancelled():
+        return False
+    collect.result()
+    return True
+
+
+async def _drain(turn: Turn, chunks: AsyncIterator[Chunk]) -> None:
+    async for chunk in chunks:
+        turn.log.mark_first_token()
+        turn.acc.add(chunk)
+
+
+async def _disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def _data(payload: Any) -> bytes:
+    return encode_data(_json(payload).decode())
+
+
+async def _sse(turn: Turn, chunks: AsyncIterator[Chunk]) -> AsyncGenerator[bytes, None]:
+    """The SSE body. Always closes the upstream stream, however it ends."""
+    status, error = CLIENT_CLOSED, None
+    try:
+        async for frame in _frames(turn, chunks):
+            yield frame
+        yield encode_data(DONE)
+        status = 200
+    except BooagentError as exc:
+        status, error = exc.status_code, exc.message
+        yield _data(error_body(exc))
+    finally:
+        await turn.stack.aclose()
+        turn.finish(status, error)
+
+
+async def _frames(turn: Turn, chunks: AsyncIterator[Chunk]) -> AsyncIterator[bytes]:
+    first = True
+    for_client = partial(client_chunk, turn.identity, include_usage=turn.include_usage)
+    async for chunk in chunks:
+        turn.acc.add(chunk)
+        frame = for_client(chunk, first=first)
+        if frame is not None:
+            turn.log.mark_first_token()
+            first = False
+            yield _data(frame)
+    if first:
+        yield _data(for_client(Chunk(_EMPTY_ANSWER), first=True))
+    if turn.include_usage:
+        yield _data(usage_chunk(turn.identity, turn.acc.usage()))
+
+
+_EMPTY_ANSWER = {"choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "stop"}]}

@@ -1,0 +1,121 @@
+"""Settings: read once, from the environment, then the YAML file, then defaults.
+
+The result is a frozen :class:`Settings`. A wrong or missing key is an error that names it
+(``members[1].n_ctx: Expected `int`, got `str```), never a silent default.
+
+Environment overrides: ``BOOAGENT_HOST``, ``BOOAGENT_PORT``, ``BOOAGENT_API_KEYS``
+(comma-separated; keys are secrets and never logged), ``BOOAGENT_MODELS_DIR``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import yaml
+
+from backends.config import Member, Node, Policies
+from backends.errors import BooagentError
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "cluster.yaml"
+
+
+class ConfigError(BooagentError):
+    """The configuration file or environment is wrong; the message says where."""
+
+    code = "config_error"
+
+
+class Server(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: int = 8100
+    api_keys: tuple[str, ...] = ()
+    max_body_bytes: int = 4 * 1024 * 1024
+    virtual_model: str = "booagent-cluster"
+    log_level: str = "info"
+
+
+class Routes(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Member preference per kind of request, most preferred first."""
+
+    code: tuple[str, ...] = ()
+    general: tuple[str, ...] = ()
+    chore: tuple[str, ...] = ()
+
+
+class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    members: tuple[Member, ...]
+    nodes: tuple[Node, ...]
+    server: Server = Server()
+    routes: Routes = Routes()
+    policies: Policies = Policies()
+    models_dir: str = "~/.cache/booagent/models"
+
+    def member(self, name: str) -> Member | None:
+        return next((m for m in self.members if m.name == name), None)
+
+    @property
+    def models_path(self) -> Path:
+        return Path(self.models_dir).expanduser()
+
+
+def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the config file (default ``config/cluster.yaml``) and apply the environment."""
+    raw = _read_yaml(path or DEFAULT_CONFIG)
+    _apply_env(raw, environ or {})
+    try:
+        settings = msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{path or DEFAULT_CONFIG}: {exc}") from exc
+    _check_references(settings)
+    return settings
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping with `members` and `nodes`")
+    return data
+
+
+def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
+    server = raw.setdefault("server", {}) or {}
+    raw["server"] = server
+    if "BOOAGENT_HOST" in environ:
+        server["host"] = environ["BOOAGENT_HOST"]
+    if "BOOAGENT_PORT" in environ:
+        server["port"] = environ["BOOAGENT_PORT"]
+    if "BOOAGENT_API_KEYS" in environ:
+        keys = environ["BOOAGENT_API_KEYS"].split(",")
+        server["api_keys"] = [k.strip() for k in keys if k.strip()]
+    if "BOOAGENT_MODELS_DIR" in environ:
+        raw["models_dir"] = environ["BOOAGENT_MODELS_DIR"]
+
+
+def _check_references(settings: Settings) -> None:
+    names = {m.name for m in settings.members}
+    if len(names) != len(settings.members):
+        raise ConfigError("member names must be unique")
+    if len({n.name for n in settings.nodes}) != len(settings.nodes):
+        raise ConfigError("node names must be unique")
+    for node in settings.nodes:
+        if node.member not in names:
+            raise ConfigError(f"node {node.name!r} names unknown member {node.member!r}")
+    routes = settings.routes
+    for kind, members in (
+        ("code", routes.code),
+        ("general", routes.general),
+        ("chore", routes.chore),
+    ):
+        for name in members:
+            if name not in names:
+                raise ConfigError(f"routes.{kind} names unknown member {name!r}")
+    if settings.server.virtual_model in names:
+        raise ConfigError("a member may not be named like the virtual model")
