@@ -20,12 +20,15 @@ class ChatRequest:
     ``body`` holds the fields the node should see; ``model``, ``stream`` and ``stream_options``
     are set by the backend itself. ``members`` lists the members allowed to answer, most
     preferred first; ``prefer_idle`` asks for an idle node over the most preferred member.
+    ``buffered`` moves the commit point to the end of the answer: for clients that get the
+    answer in one piece, a node failing mid-answer is retried elsewhere invisibly too.
     """
 
     body: Mapping[str, Any]
     members: tuple[str, ...] = ()
     prefer_idle: bool = False
     request_id: str = ""
+    buffered: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -183,8 +183,12 @@ class AllNodesFailed(BooagentError):
     def __init__(self, message: str, *, failures: list[NodeError]):
         super().__init__(message)
         self.failures = failures
+        self.retry_after: float | None = None
         if failures and all(isinstance(f, NodeTimeout) for f in failures):
             self.status_code = 504  # type: ignore[misc]
+        elif failures and all(isinstance(f, NodeOverloaded) for f in failures):
+            self.status_code = 503  # type: ignore[misc]
+            self.retry_after = max(f.retry_after or 1.0 for f in failures)  # type: ignore[attr-defined]
 
 
 class StreamInterrupted(BooagentError):

@@ -145,18 +145,21 @@ class HttpNode:
         deadline = loop.time() + self._timeouts.total
         first = loop.time() + self._timeouts.first_token
         timeout = httpx.Timeout(self._timeouts.total, connect=self._timeouts.connect)
-        with map_errors(self.name):
-            async with asyncio.timeout_at(min(first, deadline)):
-                response = await self._client.send(
-                    self._client.build_request(
-                        "POST",
-                        f"{self._base}/v1/chat/completions",
-                        json=self._payload(request),
-                        headers=self._headers,
-                        timeout=timeout,
-                    ),
-                    stream=True,
-                )
+        try:
+            with map_errors(self.name):
+                async with asyncio.timeout_at(min(first, deadline)):
+                    response = await self._client.send(
+                        self._client.build_request(
+                            "POST",
+                            f"{self._base}/v1/chat/completions",
+                            json=self._payload(request),
+                            headers=self._headers,
+                            timeout=timeout,
+                        ),
+                        stream=True,
+                    )
+        except TimeoutError as exc:
+            raise NodeTimeout(self.name, "no response before the time limit") from exc
         try:
             await self._raise_for_status(response)
             yield self._chunks(response, min(first, deadline), deadline)

@@ -139,7 +139,7 @@ class Pool:
             started = loop.time()
             try:
                 chunks = await stack.enter_async_context(node.backend.stream(request, served))
-                head = await _until_content(chunks)
+                head = await _until_commit(chunks, whole=request.buffered)
             except NodeError as exc:
                 served.failures.append(f"{node.name}: {exc.reason}")
                 self._failed(node, exc, state)
@@ -208,12 +208,12 @@ def _all_failed(state: Attempts) -> AllNodesFailed:
     )
 
 
-async def _until_content(chunks: AsyncIterator[Chunk]) -> list[Chunk]:
-    """Read up to and including the first content chunk (or to the end of an empty answer)."""
+async def _until_commit(chunks: AsyncIterator[Chunk], *, whole: bool) -> list[Chunk]:
+    """Read up to and including the first content chunk (or, if ``whole``, to the end)."""
     head: list[Chunk] = []
     async for chunk in chunks:
         head.append(chunk)
-        if chunk.is_content:
+        if chunk.is_content and not whole:
             break
     return head
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol
+from typing import Protocol
 
-from backends.base import Chunk, Served
+from backends.base import ChatRequest, Chunk, Served
 
 
 class Strategy(Protocol):
@@ -16,5 +16,7 @@ class Strategy(Protocol):
     def name(self) -> str: ...
 
     def __call__(
-        self, body: Mapping[str, Any], served: Served, request_id: str = ""
-    ) -> AbstractAsyncContextManager[AsyncIterator[Chunk]]: ...
+        self, request: ChatRequest, served: Served
+    ) -> AbstractAsyncContextManager[AsyncIterator[Chunk]]:
+        """Answer ``request`` (whose ``members`` the strategy fills in)."""
+        ...

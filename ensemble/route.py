@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from backends.base import Backend, ChatRequest, Chunk, Served
@@ -44,12 +44,12 @@ class Router:
         return Plan(kind, members, prefer_idle=kind is Kind.CHORE)
 
     def __call__(
-        self, body: Mapping[str, Any], served: Served, request_id: str = ""
+        self, request: ChatRequest, served: Served
     ) -> AbstractAsyncContextManager[AsyncIterator[Chunk]]:
-        plan = self.plan(body)
+        plan = self.plan(request.body)
         served.kind = plan.kind.value
-        request = ChatRequest(body, plan.members, plan.prefer_idle, request_id)
-        return self.backend.stream(request, served)
+        routed = replace(request, members=plan.members, prefer_idle=plan.prefer_idle)
+        return self.backend.stream(routed, served)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +61,7 @@ class Pinned:
     name: str = "member"
 
     def __call__(
-        self, body: Mapping[str, Any], served: Served, request_id: str = ""
+        self, request: ChatRequest, served: Served
     ) -> AbstractAsyncContextManager[AsyncIterator[Chunk]]:
         served.kind = "pinned"
-        return self.backend.stream(ChatRequest(body, (self.member,), False, request_id), served)
+        return self.backend.stream(replace(request, members=(self.member,)), served)

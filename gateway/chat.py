@@ -22,7 +22,7 @@ from litestar.background_tasks import BackgroundTask
 from litestar.response import Stream
 from litestar.types import Receive
 
-from backends.base import Chunk, Served
+from backends.base import ChatRequest, Chunk, Served
 from backends.errors import BooagentError
 from backends.sse import DONE, encode_data
 from ensemble.base import Strategy
@@ -87,9 +87,13 @@ class Turn:
     served: Served
     stack: AsyncExitStack
     include_usage: bool
+    finished: bool = False
 
     def finish(self, status: int, error: str | None) -> None:
-        self.log.emit(status, self.served, self.acc.usage(), error=error)
+        """Write the request's log line (once, whichever path gets here first)."""
+        if not self.finished:
+            self.finished = True
+            self.log.emit(status, self.served, self.acc.usage(), error=error)
 
 
 async def answer(
@@ -97,27 +101,43 @@ async def answer(
 ) -> Response[Any]:
     """Run the strategy and answer in the form the client asked for."""
     checked = parsed.checked
-    log = ChatLog(model=checked.model, strategy=strategy.name, stream=checked.stream)
-    served = Served()
-    stack = AsyncExitStack()
-    try:
-        chunks = await stack.enter_async_context(strategy(parsed.forward, served, request_id))
-    except BooagentError as exc:
-        await stack.aclose()
-        log.emit(exc.status_code, served, None, error=exc.message)
-        raise
-    acc = Accumulator(prompt_estimate=estimate_prompt_tokens(parsed.forward.get("messages")))
-    turn = Turn(Identity(checked.model), acc, log, served, stack, parsed.include_usage)
-    headers = _served_headers(served, strategy)
+    turn = Turn(
+        Identity(checked.model),
+        Accumulator(prompt_estimate=estimate_prompt_tokens(parsed.forward.get("messages"))),
+        ChatLog(model=checked.model, strategy=strategy.name, stream=checked.stream),
+        Served(),
+        AsyncExitStack(),
+        parsed.include_usage,
+    )
+    request = ChatRequest(parsed.forward, request_id=request_id, buffered=not checked.stream)
     if checked.stream:
-        events = _sse(turn, chunks)
-        return Stream(
-            events,
-            media_type="text/event-stream",
-            headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"},
-            background=BackgroundTask(events.aclose),
-        )
-    return await _whole(turn, chunks, receive, headers)
+        return await _streamed(turn, strategy, request)
+    return await _whole(turn, strategy, request, receive)
+
+
+async def _open(turn: Turn, strategy: Strategy, request: ChatRequest) -> AsyncIterator[Chunk]:
+    """Enter the strategy's committed stream; failures before the commit are logged here."""
+    try:
+        return await turn.stack.enter_async_context(strategy(request, turn.served))
+    except BooagentError as exc:
+        await turn.stack.aclose()
+        turn.finish(exc.status_code, exc.message)
+        raise
+
+
+async def _streamed(turn: Turn, strategy: Strategy, request: ChatRequest) -> Response[Any]:
+    chunks = await _open(turn, strategy, request)
+    events = _sse(turn, chunks)
+    return Stream(
+        events,
+        media_type="text/event-stream",
+        headers={
+            **_served_headers(turn.served, strategy),
+            "cache-control": "no-cache",
+            "x-accel-buffering": "no",
+        },
+        background=BackgroundTask(events.aclose),
+    )
 
 
 def _served_headers(served: Served, strategy: Strategy) -> dict[str, str]:
@@ -129,28 +149,10 @@ def _served_headers(served: Served, strategy: Strategy) -> dict[str, str]:
 
 
 async def _whole(
-    turn: Turn, chunks: AsyncIterator[Chunk], receive: Receive, headers: dict[str, str]
+    turn: Turn, strategy: Strategy, request: ChatRequest, receive: Receive
 ) -> Response[Any]:
-    """Collect the answer, giving up (and freeing the node) if the client goes away."""
-    async with turn.stack:
-        status, error = CLIENT_CLOSED, None
-        try:
-            if await _collect_unless_disconnected(turn, chunks, receive):
-                status = 200
-        except BooagentError as exc:
-            status, error = exc.status_code, exc.message
-            raise
-        finally:
-            turn.finish(status, error)
-    body = _json(turn.acc.completion(turn.identity)) if status == 200 else b""
-    return Response(body, status_code=status, media_type="application/json", headers=headers)
-
-
-async def _collect_unless_disconnected(
-    turn: Turn, chunks: AsyncIterator[Chunk], receive: Receive
-) -> bool:
-    """True when the answer was collected, False when the client disconnected first."""
-    collect = asyncio.ensure_future(_drain(turn, chunks))
+    """Collect the whole answer, giving up (and freeing the node) if the client goes away."""
+    collect = asyncio.ensure_future(_collect(turn, strategy, request))
     watch = asyncio.ensure_future(_disconnect(receive))
     try:
         await asyncio.wait({collect, watch}, return_when=asyncio.FIRST_COMPLETED)
@@ -160,9 +162,26 @@ async def _collect_unless_disconnected(
             collect.cancel()
         await asyncio.gather(watch, collect, return_exceptions=True)
     if collect.cancelled():
-        return False
+        turn.finish(CLIENT_CLOSED, "client disconnected")
+        return Response(b"", status_code=CLIENT_CLOSED)
     collect.result()
-    return True
+    body = _json(turn.acc.completion(turn.identity))
+    headers = _served_headers(turn.served, strategy)
+    return Response(body, media_type="application/json", headers=headers)
+
+
+async def _collect(turn: Turn, strategy: Strategy, request: ChatRequest) -> None:
+    chunks = await _open(turn, strategy, request)
+    async with turn.stack:
+        status, error = CLIENT_CLOSED, None
+        try:
+            await _drain(turn, chunks)
+            status = 200
+        except BooagentError as exc:
+            status, error = exc.status_code, exc.message
+            raise
+        finally:
+            turn.finish(status, error)
 
 
 async def _drain(turn: Turn, chunks: AsyncIterator[Chunk]) -> None:

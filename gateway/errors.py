@@ -18,9 +18,7 @@ from backends.errors import (
     AllNodesFailed,
     BodyTooLarge,
     BooagentError,
-    CapacityError,
     ClientError,
-    NodeOverloaded,
 )
 
 _log = structlog.get_logger("booagent.errors")
@@ -51,7 +49,7 @@ def error_headers(exc: BooagentError) -> dict[str, str]:
     """``Retry-After`` when waiting helps; ``x-should-retry: false`` when we already did."""
     headers: dict[str, str] = {}
     retry_after = getattr(exc, "retry_after", None)
-    if isinstance(exc, CapacityError | NodeOverloaded) and retry_after:
+    if retry_after:
         headers["retry-after"] = str(max(1, math.ceil(retry_after)))
     if isinstance(exc, AllNodesFailed):
         headers["x-should-retry"] = "false"

@@ -113,6 +113,8 @@ def parse_chat(raw: bytes) -> ParsedChat:
         checked = msgspec.convert(body, ChatBody)
     except msgspec.ValidationError as exc:
         raise _invalid(str(exc)) from exc
+    except RecursionError as exc:
+        raise InvalidRequest("the request body is nested too deeply") from exc
     if checked.response_format is not None and "type" not in checked.response_format:
         raise InvalidRequest("`response_format` needs a `type`", param="response_format")
     return ParsedChat(checked=checked, forward=_forward(body, checked))
@@ -125,6 +127,8 @@ def _decode_object(raw: bytes) -> dict[str, Any]:
         body = msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"the request body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise InvalidRequest("the request body is nested too deeply") from exc
     if not isinstance(body, dict):
         raise InvalidRequest("the request body must be a JSON object")
     return body

@@ -1,0 +1,1 @@
+"""Fault injection for tests: a real loopback HTTP node that misbehaves on purpose."""
