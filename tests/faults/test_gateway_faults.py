@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import httpx
+import msgspec
 import openai
 import pytest
 
@@ -243,3 +245,41 @@ class TestEveryNodeDown:
         node.health_status = "reset"
         with node.in_thread(), running_gateway(_settings([node])) as base:
             assert eventually(lambda: httpx.get(f"{base}/ready").status_code == 503)
+
+
+class TestAdmission:
+    """A node never gets more requests at once than it has slots; the rest queue."""
+
+    def test_single_slot_node_serves_one_at_a_time(self) -> None:
+        node = FaultServer("a", token_interval=0.05)
+        with cluster(node) as client, ThreadPoolExecutor(6) as pool:
+            texts = list(pool.map(lambda _: stream_text(client)[0], range(6)))
+        assert texts == ["hello from a"] * 6
+        assert node.max_active == 1
+
+    def test_capacity_is_learned_from_props(self) -> None:
+        """A llama-server with 3 slots gets up to 3 requests at once."""
+        node = FaultServer("a", token_interval=0.1)
+        node.slots = 3
+        with cluster(node) as client, ThreadPoolExecutor(6) as pool:
+            list(pool.map(lambda _: stream_text(client), range(6)))
+        assert node.max_active == 3
+
+    def test_queue_timeout_is_429_with_retry_after(self) -> None:
+        node = FaultServer("a", token_interval=0.5)
+        with ExitStack() as stack:
+            stack.enter_context(node.in_thread())
+            settings = _settings([node])
+            timeouts = msgspec.structs.replace(settings.policies.timeouts, queue=0.3)
+            policies = msgspec.structs.replace(settings.policies, timeouts=timeouts)
+            base = stack.enter_context(
+                running_gateway(msgspec.structs.replace(settings, policies=policies))
+            )
+            pool = stack.enter_context(ThreadPoolExecutor(2))
+            body = {"model": "booagent-cluster", "messages": HELLO}
+            url = f"{base}/v1/chat/completions"
+            replies = list(pool.map(lambda _: httpx.post(url, json=body, timeout=10), range(2)))
+        statuses = sorted(r.status_code for r in replies)
+        assert statuses == [200, 429]
+        refused = next(r for r in replies if r.status_code == 429)
+        assert refused.headers["retry-after"] and refused.json()["error"]["code"] == "queue_timeout"

@@ -92,11 +92,13 @@ class FaultServer:
     (pause between content chunks), ``fault_after`` (content chunks sent before a mid-stream
     fault), ``retry_after`` (seconds, the 429 ``Retry-After``), ``flap`` (``(failures,
     successes)`` per ``FLAPPING`` cycle), ``text`` (the answer) and ``health_status`` (an HTTP
-    status for ``/health``, or ``"reset"`` / ``"hang"`` to make it unreachable).
+    status for ``/health``, or ``"reset"`` / ``"hang"`` to make it unreachable) and ``slots``
+    (when set, ``GET /props`` reports that many ``total_slots``, like llama-server).
 
     Observations: ``records`` (one :class:`ChatRecord` per chat request), ``requests``,
-    ``last_body``, ``cancelled`` (chat requests whose client left early) and ``connections``
-    (TCP connections accepted).
+    ``last_body``, ``cancelled`` (chat requests whose client left early), ``connections``
+    (TCP connections accepted), ``active`` and ``max_active`` (chat requests being answered
+    now, and the most at once).
     """
 
     def __init__(
@@ -116,6 +118,9 @@ class FaultServer:
         self.flap = (2, 2)
         self.text = f"hello from {name}"
         self.health_status: HealthStatus = 200
+        self.slots: int | None = None
+        self.active = 0
+        self.max_active = 0
         self.records: list[ChatRecord] = []
         self.connections = 0
         self._scenario = scenario
@@ -258,6 +263,8 @@ class FaultServer:
             return await self._chat(conn, req)
         if route == ("GET", "/health"):
             return await self._health(conn, req)
+        if route == ("GET", "/props") and self.slots is not None:
+            return await conn.respond(200, {"total_slots": self.slots}, req.keep_alive)
         if route == ("GET", "/v1/models"):
             model = {"id": self.name, "object": "model", "created": 0, "owned_by": "llamacpp"}
             return await conn.respond(200, {"object": "list", "data": [model]}, req.keep_alive)
@@ -302,11 +309,15 @@ class FaultServer:
             return await conn.respond(400, error, req.keep_alive)
         record = ChatRecord(body, bool(body.get("stream")), self._next_fault())
         self.records.append(record)
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
         try:
             return await self._answer(conn, req, record)
         except ClientGone:
             record.disconnected = True
             return False
+        finally:
+            self.active -= 1
 
     async def _answer(self, conn: Connection, req: Request, record: ChatRecord) -> bool:
         fault, keep = record.fault, req.keep_alive

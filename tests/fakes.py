@@ -1,0 +1,105 @@
+"""A small fake node implementing the backend seam, for in-process app and strategy tests.
+
+Like simonw/llm's echo model: it answers with a scripted text, one word per chunk, or raises a
+scripted error before (or after) the first token. It records every request it was sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from backends.admission import Admission
+from backends.base import ChatRequest, Chunk, Served
+from backends.config import Breaker, Member, Node, Policies
+from backends.errors import NodeError
+from backends.health import HealthTracker
+from backends.http import Probe
+from backends.node import ManagedNode
+from backends.pool import Pool
+
+Reply = str | Callable[[ChatRequest], str]
+
+
+def content_chunk(text: str, finish: str | None = None) -> Chunk:
+    delta = {"content": text} if text else {}
+    return Chunk({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+
+
+@dataclass
+class FakeNode:
+    """A scripted node. ``fail_before`` raises instead of answering; ``delay`` is per chunk."""
+
+    name: str
+    reply: Reply = "hello"
+    fail_before: NodeError | None = None
+    fail_after: NodeError | None = None
+    delay: float = 0.0
+    requests: list[ChatRequest] = field(default_factory=list)
+    closed: int = 0
+
+    async def probe(self, timeout: float) -> Probe:
+        return Probe("ready", kind="llama_cpp_server", slots=1)
+
+    @asynccontextmanager
+    async def stream(
+        self, request: ChatRequest, served: Served
+    ) -> AsyncIterator[AsyncIterator[Chunk]]:
+        self.requests.append(request)
+        if self.fail_before is not None:
+            raise self.fail_before
+        try:
+            yield self._chunks(request)
+        finally:
+            self.closed += 1
+
+    async def _chunks(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+        text = self.reply(request) if callable(self.reply) else self.reply
+        yield Chunk({"choices": [{"index": 0, "delta": {"role": "assistant"}}]})
+        for i, word in enumerate(text.split(" ")):
+            await asyncio.sleep(self.delay)
+            yield content_chunk(word if i == 0 else f" {word}")
+            if self.fail_after is not None:
+                raise self.fail_after
+        yield content_chunk("", finish="stop")
+
+    async def aclose(self) -> None:
+        return None
+
+
+def fake_pool(
+    nodes: Sequence[tuple[FakeNode, Member]],
+    policies: Policies | None = None,
+    seed: int = 0,
+) -> Pool:
+    """A real :class:`Pool` over fake nodes (capacity 1 each unless the member says so)."""
+    policies = policies or Policies(breaker=Breaker(failures=2, open_seconds=60))
+    managed = [
+        ManagedNode(
+            spec=Node(name=node.name, member=member.name, url=f"fake://{node.name}"),
+            member=member,
+            backend=node,
+            health=HealthTracker(policies.breaker, time.monotonic),
+            admission=Admission(1),
+        )
+        for node, member in nodes
+    ]
+    return Pool(managed, policies, rng=random.Random(seed))
+
+
+def settings_for(members: Sequence[Member], nodes: Sequence[tuple[str, str]], **extra: Any) -> Any:
+    """Settings whose nodes are named like the fakes (URLs unused)."""
+    from tests.harness import make_settings
+
+    order = [m.name for m in members]
+    return make_settings(
+        members=[{"name": m.name, "n_ctx": m.n_ctx, "speed": m.speed} for m in members],
+        nodes=[{"name": n, "member": m, "url": f"http://fake/{n}"} for n, m in nodes],
+        routes={"general": order, "code": order, "chore": order},
+        **extra,
+    )
