@@ -33,9 +33,14 @@ class ChatRequest:
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    """One parsed `chat.completion.chunk` from a node."""
+    """One parsed `chat.completion.chunk` from a node.
+
+    A ``keepalive`` chunk carries nothing: a strategy still working says it is alive (the
+    gateway turns it into an SSE comment for streaming clients).
+    """
 
     data: Mapping[str, Any]
+    keepalive: bool = False
 
     @property
     def choice(self) -> Mapping[str, Any]:
@@ -74,14 +79,28 @@ class Chunk:
 
 @dataclass(slots=True)
 class Served:
-    """Where an answer came from: filled in by the backend as the request proceeds."""
+    """Where an answer came from: filled in by the backend and strategy as the request goes.
+
+    ``decision`` and ``calls`` become the ``booagent`` object of the answer (which members
+    were asked, how each did, who won and why); ``extra_usage`` adds the tokens of member
+    calls whose text the client does not see, so ``usage`` covers every call made.
+    """
 
     node: str = ""
     member: str = ""
     kind: str = ""
+    strategy: str = ""
     attempts: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     queue_wait: float = 0.0
+    decision: dict[str, Any] = field(default_factory=dict)
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    extra_usage: dict[str, int] = field(default_factory=dict)
+
+    def add_usage(self, usage: Mapping[str, int]) -> None:
+        """Count tokens of a call whose answer is not relayed to the client."""
+        for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+            self.extra_usage[key] = self.extra_usage.get(key, 0) + int(usage.get(key, 0))
 
 
 class Backend(Protocol):

@@ -8,6 +8,7 @@ first-token and stall limits apply to every request alike.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
@@ -31,6 +32,7 @@ from backends.errors import (
 from backends.sse import DONE, Event, aiter_events
 
 _CONTEXT_CODES = {"context_length_exceeded", "exceed_context_size_error"}
+_READ_TO_END = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +187,7 @@ class HttpNode:
             if event.kind == "error":
                 raise _event_error(self.name, event)
             if event.data.strip() == DONE:
+                await self._read_to_end(events)
                 return
             chunk = _parse_chunk(self.name, event)
             if chunk.is_content:
@@ -200,6 +203,19 @@ class HttpNode:
             raise NodeTimeout(self.name, "no content before the time limit") from exc
         except StopAsyncIteration as exc:
             raise NodeProtocolError(self.name, "stream ended without [DONE]") from exc
+
+    async def _read_to_end(self, events: AsyncIterator[Event]) -> None:
+        """Read past ``[DONE]`` to the end of the body, so the connection is kept for reuse.
+
+        A node ends its body right after ``[DONE]``; a response closed before that would close
+        its connection too, and every request would pay for a new one. One that does not end
+        within a moment is left to ``response.aclose()``.
+        """
+        with contextlib.suppress(NodeError, TimeoutError):
+            async with asyncio.timeout(_READ_TO_END):
+                with map_errors(self.name):
+                    async for _ in events:
+                        pass
 
     async def probe(self, timeout: float) -> Probe:
         """Check readiness without generating tokens or taking llama_cpp.server's lock."""

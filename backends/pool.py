@@ -86,6 +86,14 @@ class Pool:
             and n.health.available()
         ]
 
+    def member_slots(self, member: str) -> int:
+        """How many requests the ready nodes of ``member`` can run side by side."""
+        return sum(
+            n.admission.capacity
+            for n in self.nodes
+            if n.member.name == member and n.health.available()
+        )
+
     def has_capacity(self, members: Sequence[str]) -> bool:
         """True when a node of one of these members could take a request."""
         return bool(self.eligible(ChatRequest({}, tuple(members)), Attempts()))

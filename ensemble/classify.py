@@ -1,8 +1,10 @@
-"""What kind of work a chat request is: code, a background chore, or general chat.
+"""What kind of work a chat request is: code, a chore, structured output, math, or chat.
 
 Chores are the helper requests chat front ends send around each answer (Open WebUI starts
 their user message with ``### Task:``: titles, tags, follow-ups, search queries). Code is
 recognised by code blocks, code-like lines, programming vocabulary, or tools that run code.
+Structured requests ask for a checkable format (JSON, tools, exactly N words or items); math
+requests are word problems with numbers.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Any
 class Kind(StrEnum):
     CODE = "code"
     CHORE = "chore"
+    STRUCTURED = "structured"
+    MATH = "math"
     GENERAL = "general"
 
 
@@ -38,6 +42,17 @@ _WEAK = re.compile(
     r"dictionary|implement|bug|library|package|program|compile|api|query|parse)\b",
     re.IGNORECASE,
 )
+_STRUCTURED = re.compile(
+    r"\bjson\b|\bexactly \w+ (?:words?|items?|bullet|lines?|sentences?)|\ball (?:in )?"
+    r"(?:lower|upper)case\b|\b(?:numbered|bulleted) list\b|\bcomma-separated\b",
+    re.IGNORECASE,
+)
+_MATH = re.compile(
+    r"\b(how many|how much|total|sum|difference|product|percent|average|each|per|remain(?:s|ing)?|"
+    r"left|altogether|twice|half|times|cost|costs|calculate|compute)\b|[-+*/x\u00d7\u00f7=]\s*\d",
+    re.IGNORECASE,
+)
+_DIGITS = re.compile(r"\d")
 _CODE_TOOLS = re.compile(r"code|python|exec|shell|interpreter|sql|compile", re.IGNORECASE)
 
 
@@ -49,6 +64,10 @@ def classify(body: Mapping[str, Any]) -> Kind:
         return Kind.CHORE
     if _looks_like_code(last_user) or _has_code_tools(body.get("tools") or []):
         return Kind.CODE
+    if body.get("response_format") or body.get("tools") or _STRUCTURED.search(last_user):
+        return Kind.STRUCTURED
+    if len(_DIGITS.findall(last_user)) >= 2 and _MATH.search(last_user):
+        return Kind.MATH
     return Kind.GENERAL
 
 

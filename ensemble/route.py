@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from backends.base import Backend, ChatRequest, Chunk, Served
+from ensemble.base import NO_OPTIONS, Options
 from ensemble.classify import Kind, classify
 
 
@@ -38,16 +39,19 @@ class Router:
     members: tuple[str, ...]
     name: str = "route"
 
-    def plan(self, body: Mapping[str, Any]) -> Plan:
+    def plan(self, body: Mapping[str, Any], options: Options = NO_OPTIONS) -> Plan:
         kind = classify(body)
-        members = _with_fallbacks(self.routes.get(kind, ()), self.members)
+        preferred = self.routes.get(kind) or self.routes.get(Kind.GENERAL, ())
+        members = _with_fallbacks(preferred, options.members or self.members)
+        if options.members:
+            members = tuple(m for m in members if m in options.members)
         return Plan(kind, members, prefer_idle=kind is Kind.CHORE)
 
     def __call__(
-        self, request: ChatRequest, served: Served
+        self, request: ChatRequest, served: Served, options: Options = NO_OPTIONS
     ) -> AbstractAsyncContextManager[AsyncIterator[Chunk]]:
-        plan = self.plan(request.body)
-        served.kind = plan.kind.value
+        plan = self.plan(request.body, options)
+        served.kind, served.strategy = plan.kind.value, self.name
         routed = replace(request, members=plan.members, prefer_idle=plan.prefer_idle)
         return self.backend.stream(routed, served)
 
@@ -61,7 +65,7 @@ class Pinned:
     name: str = "member"
 
     def __call__(
-        self, request: ChatRequest, served: Served
+        self, request: ChatRequest, served: Served, options: Options = NO_OPTIONS
     ) -> AbstractAsyncContextManager[AsyncIterator[Chunk]]:
-        served.kind = "pinned"
+        served.kind, served.strategy = "pinned", self.name
         return self.backend.stream(replace(request, members=(self.member,)), served)

@@ -19,10 +19,13 @@ from litestar.datastructures import State
 from litestar.handlers.base import BaseRouteHandler
 
 from backends.build import build_pool
-from backends.errors import AuthenticationFailed, ModelNotFound
+from backends.errors import AuthenticationFailed, InvalidRequest, ModelNotFound
 from backends.pool import Pool
+from ensemble.auto import Auto
 from ensemble.base import Strategy
+from ensemble.cascade import Cascade
 from ensemble.classify import Kind
+from ensemble.fanout import Ensemble
 from ensemble.route import Pinned, Router
 from gateway.chat import answer
 from gateway.errors import EXCEPTION_HANDLERS
@@ -46,8 +49,11 @@ class Gateway:
     def build(cls, settings: Settings, pool: Pool) -> Gateway:
         gateway = cls(settings, pool)
         gateway.strategies = _strategies(settings, pool)
-        gateway.models_body = msgspec.json.encode(_models_listing(settings))
+        gateway.models_body = msgspec.json.encode(_models_listing(gateway.strategies))
         return gateway
+
+    def is_member(self, model: str) -> bool:
+        return any(m.name == model for m in self.settings.members)
 
     def strategy_for(self, model: str) -> Strategy:
         strategy = self.strategies.get(model)
@@ -60,23 +66,38 @@ class Gateway:
 
 
 def _strategies(settings: Settings, pool: Pool) -> dict[str, Strategy]:
+    """Every model name the gateway answers to, with the strategy behind it."""
     members = tuple(m.name for m in settings.members)
+    config = settings.strategies
     routes = {
         Kind.CODE: settings.routes.code,
         Kind.GENERAL: settings.routes.general,
         Kind.CHORE: settings.routes.chore,
     }
-    strategies: dict[str, Strategy] = {settings.server.virtual_model: Router(pool, routes, members)}
-    for name in members:
-        strategies[name] = Pinned(pool, name)
+    named: dict[str, Strategy] = {
+        "route": Router(pool, routes, members),
+        "cascade": Cascade(pool, config.cascade, members, config.keepalive_seconds),
+        "ensemble": Ensemble(
+            pool, config.ensemble, members, pool.member_slots, config.keepalive_seconds
+        ),
+    }
+    named["auto"] = Auto(named, config.auto)
+    virtual = settings.server.virtual_model
+    strategies: dict[str, Strategy] = {virtual: named[config.default]}
+    strategies.update({f"{virtual}:{name}": named[name] for name in STRATEGY_NAMES})
+    strategies.update({name: Pinned(pool, name) for name in members})
     return strategies
 
 
-def _models_listing(settings: Settings) -> dict[str, Any]:
-    names = [settings.server.virtual_model, *(m.name for m in settings.members)]
+STRATEGY_NAMES = ("auto", "route", "cascade", "ensemble")
+
+
+def _models_listing(strategies: dict[str, Strategy]) -> dict[str, Any]:
     return {
         "object": "list",
-        "data": [{"id": n, "object": "model", "created": 0, "owned_by": "booagent"} for n in names],
+        "data": [
+            {"id": n, "object": "model", "created": 0, "owned_by": "booagent"} for n in strategies
+        ],
     }
 
 
@@ -85,10 +106,13 @@ def _gateway(state: State) -> Gateway:
     return gateway
 
 
-def require_api_key(
+async def require_api_key(
     connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
 ) -> None:
-    """When keys are configured, demand ``Authorization: Bearer <key>`` (constant-time check)."""
+    """When keys are configured, demand ``Authorization: Bearer <key>`` (constant-time check).
+
+    Async on purpose: Litestar runs a sync guard in a worker thread, on every request.
+    """
     keys = _gateway(connection.app.state).settings.server.api_keys
     if not keys:
         return
@@ -103,8 +127,12 @@ def require_api_key(
 @post("/v1/chat/completions", guards=[require_api_key], status_code=200)
 async def chat_completions(request: Request[Any, Any, Any], state: State) -> Response[Any]:
     gateway = _gateway(state)
-    parsed = parse_chat(await request.body())
+    parsed = parse_chat(await request.body(), members=[m.name for m in gateway.settings.members])
     strategy = gateway.strategy_for(parsed.checked.model)
+    if parsed.options.strategy is not None and gateway.is_member(parsed.checked.model):
+        raise InvalidRequest(
+            "`booagent.strategy` applies to the virtual model only", param="booagent.strategy"
+        )
     return await answer(parsed, strategy, request.receive, request_id_of(request.scope))
 
 

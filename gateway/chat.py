@@ -23,12 +23,13 @@ from litestar.response import Stream
 from litestar.types import Receive
 
 from backends.base import ChatRequest, Chunk, Served
+from backends.collect import Accumulator, estimate_prompt_tokens
 from backends.errors import BooagentError
-from backends.sse import DONE, encode_data
-from ensemble.base import Strategy
+from backends.sse import DONE, encode_comment, encode_data
+from ensemble.base import NO_OPTIONS, Options, Strategy
 from gateway.errors import error_body
 from gateway.schema import ParsedChat
-from gateway.wire import Accumulator, Identity, client_chunk, estimate_prompt_tokens, usage_chunk
+from gateway.wire import Identity, client_chunk, usage_chunk
 
 _log = structlog.get_logger("booagent.request")
 CLIENT_CLOSED = 499
@@ -58,7 +59,7 @@ class ChatLog:
             "chat_completion",
             status=status,
             model=self.model,
-            strategy=self.strategy,
+            strategy=served.strategy or self.strategy,
             kind=served.kind,
             stream=self.stream,
             node=served.node or None,
@@ -87,13 +88,42 @@ class Turn:
     served: Served
     stack: AsyncExitStack
     include_usage: bool
+    options: Options = NO_OPTIONS
     finished: bool = False
+
+    def usage(self) -> dict[str, int]:
+        """Tokens of every member call the request caused, not only the answer's."""
+        usage = self.acc.usage()
+        return {k: v + self.served.extra_usage.get(k, 0) for k, v in usage.items()}
+
+    def booagent(self) -> dict[str, Any]:
+        """The answer's ``booagent`` object: strategy, members asked, who won and why."""
+        served = self.served
+        calls = served.calls or [
+            {
+                "member": served.member,
+                "node": served.node,
+                "latency_s": round(self.log.elapsed(), 3),
+                "tokens": self.acc.usage()["completion_tokens"],
+                "outcome": "answered",
+            }
+        ]
+        return {
+            "strategy": served.strategy or self.log.strategy,
+            "requested": self.log.strategy,
+            "kind": served.kind,
+            "node": served.node,
+            "attempts": len(served.attempts),
+            "failures": served.failures,
+            **served.decision,
+            "calls": calls,
+        }
 
     def finish(self, status: int, error: str | None) -> None:
         """Write the request's log line (once, whichever path gets here first)."""
         if not self.finished:
             self.finished = True
-            self.log.emit(status, self.served, self.acc.usage(), error=error)
+            self.log.emit(status, self.served, self.usage(), error=error)
 
 
 async def answer(
@@ -108,6 +138,7 @@ async def answer(
         Served(),
         AsyncExitStack(),
         parsed.include_usage,
+        parsed.options,
     )
     request = ChatRequest(parsed.forward, request_id=request_id, buffered=not checked.stream)
     if checked.stream:
@@ -118,7 +149,7 @@ async def answer(
 async def _open(turn: Turn, strategy: Strategy, request: ChatRequest) -> AsyncIterator[Chunk]:
     """Enter the strategy's committed stream; failures before the commit are logged here."""
     try:
-        return await turn.stack.enter_async_context(strategy(request, turn.served))
+        return await turn.stack.enter_async_context(strategy(request, turn.served, turn.options))
     except BooagentError as exc:
         await turn.stack.aclose()
         turn.finish(exc.status_code, exc.message)
@@ -141,11 +172,13 @@ async def _streamed(turn: Turn, strategy: Strategy, request: ChatRequest) -> Res
 
 
 def _served_headers(served: Served, strategy: Strategy) -> dict[str, str]:
-    return {
-        "x-booagent-node": served.node,
-        "x-booagent-attempts": str(len(served.attempts)),
-        "x-booagent-strategy": strategy.name,
-    }
+    """What is known when the headers go out (a stream of a multi-member strategy names its
+    node only in the final chunk's ``booagent`` object)."""
+    headers = {"x-booagent-strategy": served.strategy or strategy.name}
+    if served.node:
+        headers["x-booagent-node"] = served.node
+        headers["x-booagent-attempts"] = str(len(served.attempts))
+    return headers
 
 
 async def _whole(
@@ -165,7 +198,9 @@ async def _whole(
         turn.finish(CLIENT_CLOSED, "client disconnected")
         return Response(b"", status_code=CLIENT_CLOSED)
     collect.result()
-    body = _json(turn.acc.completion(turn.identity))
+    completion = turn.acc.completion(turn.identity)
+    completion.update(usage=turn.usage(), booagent=turn.booagent())
+    body = _json(completion)
     headers = _served_headers(turn.served, strategy)
     return Response(body, media_type="application/json", headers=headers)
 
@@ -186,8 +221,9 @@ async def _collect(turn: Turn, strategy: Strategy, request: ChatRequest) -> None
 
 async def _drain(turn: Turn, chunks: AsyncIterator[Chunk]) -> None:
     async for chunk in chunks:
-        turn.log.mark_first_token()
-        turn.acc.add(chunk)
+        if not chunk.keepalive:
+            turn.log.mark_first_token()
+            turn.acc.add(chunk)
 
 
 async def _disconnect(receive: Receive) -> None:
@@ -216,19 +252,28 @@ async def _sse(turn: Turn, chunks: AsyncIterator[Chunk]) -> AsyncGenerator[bytes
 
 
 async def _frames(turn: Turn, chunks: AsyncIterator[Chunk]) -> AsyncIterator[bytes]:
-    first = True
+    """Client frames; the finishing chunk is held back to carry the ``booagent`` object."""
+    first, held = True, None
     for_client = partial(client_chunk, turn.identity, include_usage=turn.include_usage)
     async for chunk in chunks:
+        if chunk.keepalive:
+            yield encode_comment("keep-alive")
+            continue
         turn.acc.add(chunk)
         frame = for_client(chunk, first=first)
-        if frame is not None:
-            turn.log.mark_first_token()
-            first = False
+        if frame is None:
+            continue
+        turn.log.mark_first_token()
+        first = False
+        if held is not None:
+            yield _data(held)
+        held = frame if chunk.finish_reason else None
+        if held is None:
             yield _data(frame)
-    if first:
-        yield _data(for_client(Chunk(_EMPTY_ANSWER), first=True))
+    final = held if held is not None else for_client(Chunk(_EMPTY_FINISH), first=first)
+    yield _data({**(final or {}), "booagent": turn.booagent()})
     if turn.include_usage:
-        yield _data(usage_chunk(turn.identity, turn.acc.usage()))
+        yield _data({**usage_chunk(turn.identity, turn.usage()), "booagent": turn.booagent()})
 
 
-_EMPTY_ANSWER = {"choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "stop"}]}
+_EMPTY_FINISH = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}

@@ -8,11 +8,13 @@ The body is decoded once into a plain dict (kept for forwarding) and checked aga
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 import msgspec
 
 from backends.errors import InvalidRequest
+from ensemble.base import NO_OPTIONS, Options
 
 Unit = Annotated[float, msgspec.Meta(ge=0, le=1)]
 Penalty = Annotated[float, msgspec.Meta(ge=-2, le=2)]
@@ -95,10 +97,11 @@ class ChatBody(msgspec.Struct):
 
 
 class ParsedChat(msgspec.Struct, frozen=True):
-    """A validated request: the checked view plus the body to forward to nodes."""
+    """A validated request: the checked view, the body to forward, the ``booagent`` options."""
 
     checked: ChatBody
     forward: dict[str, Any]
+    options: Options = NO_OPTIONS
 
     @property
     def include_usage(self) -> bool:
@@ -106,18 +109,41 @@ class ParsedChat(msgspec.Struct, frozen=True):
         return bool(options and options.include_usage)
 
 
-def parse_chat(raw: bytes) -> ParsedChat:
-    """Decode and validate a chat request body, or raise InvalidRequest naming the field."""
+def parse_chat(raw: bytes, members: Sequence[str] = ()) -> ParsedChat:
+    """Decode and validate a chat request body, or raise InvalidRequest naming the field.
+
+    ``members`` are the valid names for ``booagent.members``.
+    """
     body = _decode_object(raw)
     try:
         checked = msgspec.convert(body, ChatBody)
     except msgspec.ValidationError as exc:
         raise _invalid(str(exc)) from exc
-    except RecursionError as exc:
-        raise InvalidRequest("the request body is nested too deeply") from exc
     if checked.response_format is not None and "type" not in checked.response_format:
         raise InvalidRequest("`response_format` needs a `type`", param="response_format")
-    return ParsedChat(checked=checked, forward=_forward(body, checked))
+    options = _options(body.get("booagent"), members)
+    return ParsedChat(checked=checked, forward=_forward(body, checked), options=options)
+
+
+def _options(raw: Any, members: Sequence[str]) -> Options:
+    """The ``booagent`` object; unknown keys, bad values and unknown members are named."""
+    if raw is None:
+        return NO_OPTIONS
+    try:
+        options = msgspec.convert(raw, Options)
+    except msgspec.ValidationError as exc:
+        error = _invalid(str(exc))
+        param = f"booagent.{error.param}" if error.param else "booagent"
+        raise InvalidRequest(
+            error.message.replace("request field", "`booagent` field"), param=param
+        ) from exc
+    unknown = [m for m in options.members or () if m not in members]
+    if unknown:
+        raise InvalidRequest(
+            f"`booagent.members` names unknown members: {', '.join(unknown)}",
+            param="booagent.members",
+        )
+    return options
 
 
 def _decode_object(raw: bytes) -> dict[str, Any]:

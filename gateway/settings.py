@@ -18,6 +18,7 @@ import yaml
 
 from backends.config import Member, Node, Policies
 from backends.errors import BooagentError
+from ensemble.config import StrategySettings
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "cluster.yaml"
 
@@ -51,6 +52,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     server: Server = Server()
     routes: Routes = Routes()
     policies: Policies = Policies()
+    strategies: StrategySettings = StrategySettings()
     models_dir: str = "~/.cache/booagent/models"
 
     def member(self, name: str) -> Member | None:
@@ -119,3 +121,19 @@ def _check_references(settings: Settings) -> None:
                 raise ConfigError(f"routes.{kind} names unknown member {name!r}")
     if settings.server.virtual_model in names:
         raise ConfigError("a member may not be named like the virtual model")
+    _check_strategy_members(settings, names)
+
+
+def _check_strategy_members(settings: Settings, names: set[str]) -> None:
+    strategies = settings.strategies
+    for kind, ladder in strategies.cascade.ladders.items():
+        for name in ladder:
+            if name not in names:
+                raise ConfigError(
+                    f"strategies.cascade.ladders.{kind} names unknown member {name!r}"
+                )
+    if "auto" in strategies.auto.values():
+        raise ConfigError("strategies.auto maps kinds to route, cascade or ensemble, not auto")
+    for name in strategies.ensemble.members:
+        if name not in names:
+            raise ConfigError(f"strategies.ensemble.members names unknown member {name!r}")

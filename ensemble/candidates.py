@@ -1,0 +1,99 @@
+"""One member's whole answer, as a candidate for a cascade or an ensemble.
+
+:func:`ask` sends a request to one member through the pool (with its failover and admission)
+and collects the whole answer; a failure becomes a candidate with an ``error``, never an
+exception, so one member failing never fails a request that others can still answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from backends.base import Backend, ChatRequest, Chunk, Served
+from backends.collect import Accumulator, estimate_prompt_tokens
+from backends.errors import BooagentError
+
+
+@dataclass(slots=True)
+class Candidate:
+    """A member's answer (or its failure) and what it cost."""
+
+    member: str
+    seed: int | None = None
+    chunks: list[Chunk] = field(default_factory=list)
+    node: str = ""
+    latency: float = 0.0
+    error: str | None = None
+    acc: Accumulator = field(default_factory=Accumulator)
+    outcome: str = "pending"
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and bool(self.chunks)
+
+    @property
+    def text(self) -> str:
+        return self.acc.text
+
+    @property
+    def usage(self) -> dict[str, int]:
+        return self.acc.usage()
+
+    def record(self) -> dict[str, Any]:
+        """This call, for the answer's ``booagent.calls`` list."""
+        return {
+            "member": self.member,
+            "node": self.node or None,
+            "seed": self.seed,
+            "latency_s": round(self.latency, 3),
+            "tokens": self.usage["completion_tokens"] if self.ok else 0,
+            "outcome": self.outcome if self.error is None else "failed",
+            "error": self.error,
+        }
+
+
+def _request_for(request: ChatRequest, member: str, seed: int | None) -> ChatRequest:
+    body: Mapping[str, Any] = request.body
+    if seed is not None:
+        body = {**body, "seed": seed}
+    return replace(request, body=body, members=(member,), buffered=True, prefer_idle=False)
+
+
+async def ask(
+    backend: Backend, request: ChatRequest, member: str, seed: int | None = None
+) -> Candidate:
+    """The member's whole answer; failures are recorded, not raised (cancellation is)."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    served = Served()
+    prompt = estimate_prompt_tokens(request.body.get("messages"))
+    candidate = Candidate(member, seed, acc=Accumulator(prompt_estimate=prompt))
+    try:
+        async with backend.stream(_request_for(request, member, seed), served) as chunks:
+            async for chunk in chunks:
+                candidate.chunks.append(chunk)
+                candidate.acc.add(chunk)
+    except BooagentError as exc:
+        candidate.error = exc.message
+    candidate.node = served.node
+    candidate.latency = loop.time() - started
+    return candidate
+
+
+async def replay(candidate: Candidate) -> AsyncIterator[Chunk]:
+    """Stream a finished candidate's chunks to the client."""
+    for chunk in candidate.chunks:
+        yield chunk
+
+
+def settle(served: Served, candidates: list[Candidate], winner: Candidate | None) -> None:
+    """Record every call; tokens of the calls the client does not see go to extra usage."""
+    served.calls.extend(c.record() for c in candidates)
+    for candidate in candidates:
+        if candidate is not winner and candidate.ok:
+            served.add_usage(candidate.usage)
+    if winner is not None:
+        served.node, served.member = winner.node, winner.member

@@ -1,0 +1,168 @@
+"""Cascade: try the cheapest suitable member first, escalate when a cheap signal says no.
+
+Score, then decide: each step's answer gets a :class:`Signal` (valid code, valid JSON, valid
+tool arguments, or agreement between two samples of that step); an answer whose signal passes
+is streamed, otherwise the next, stronger member is asked. The last step is always accepted,
+and if it fails the best earlier answer is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from backends.base import Backend, ChatRequest, Chunk, Served
+from backends.errors import AllNodesFailed
+from ensemble.base import NO_OPTIONS, Options, keepalives
+from ensemble.candidates import Candidate, ask, replay, settle
+from ensemble.classify import Kind, classify
+from ensemble.config import CascadeSettings
+from ensemble.signals import code_parses, json_matches, short_form, similarity, tool_calls_valid
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """Whether to accept an answer, which signal said so, and its score."""
+
+    accept: bool
+    name: str
+    score: float | None = None
+
+
+def structural_signal(candidate: Candidate, body: Mapping[str, Any], kind: Kind) -> Signal | None:
+    """A validity check when the request has one (tools, JSON format, code); else None."""
+    calls = [candidate.acc.tool_calls[i] for i in sorted(candidate.acc.tool_calls)]
+    if body.get("tools") and calls:
+        return Signal(tool_calls_valid(calls, body["tools"]), "tool_arguments_valid")
+    response_format = body.get("response_format") or {}
+    if response_format.get("type") in ("json_object", "json_schema"):
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        return Signal(json_matches(candidate.text, schema), "json_valid")
+    if kind is Kind.CODE:
+        return Signal(code_parses(candidate.text), "code_parses")
+    return None
+
+
+def agreement(a: Candidate, b: Candidate) -> float:
+    """1 when two short answers are equal, else the similarity of the two texts."""
+    ka, kb = short_form(a.text), short_form(b.text)
+    if ka is not None and kb is not None:
+        return 1.0 if ka == kb else 0.0
+    return similarity(a.text, b.text)
+
+
+@dataclass(frozen=True, slots=True)
+class Cascade:
+    """The ``cascade`` strategy."""
+
+    backend: Backend
+    settings: CascadeSettings
+    members: tuple[str, ...]
+    keepalive_seconds: float = 2.0
+    name: str = "cascade"
+
+    def ladder(self, kind: Kind, options: Options) -> tuple[str, ...]:
+        if options.members:
+            return options.members
+        ladders = self.settings.ladders
+        return ladders.get(kind.value) or ladders.get("default") or self.members
+
+    @asynccontextmanager
+    async def __call__(
+        self, request: ChatRequest, served: Served, options: Options = NO_OPTIONS
+    ) -> AsyncIterator[AsyncIterator[Chunk]]:
+        run = self._run(request, served, options)
+        try:
+            yield run
+        finally:
+            await run.aclose()
+
+    async def _run(
+        self, request: ChatRequest, served: Served, options: Options
+    ) -> AsyncGenerator[Chunk, None]:
+        kind = classify(request.body)
+        served.kind, served.strategy = kind.value, self.name
+        ladder = self.ladder(kind, options)
+        tried: list[Candidate] = []
+        steps: list[dict[str, Any]] = []
+        for step, member in enumerate(ladder):
+            last = step == len(ladder) - 1
+            async for beat in self._step(request, member, kind, tried, steps, last):
+                yield beat
+            if steps[-1]["accepted"]:
+                break
+        winner = _winner(tried, steps)
+        settle(served, tried, winner)
+        served.decision = {"strategy": self.name, "steps": steps, "escalations": len(steps) - 1}
+        if winner is None:
+            raise AllNodesFailed("every member of the cascade failed", failures=[])
+        async for chunk in replay(winner):
+            yield chunk
+
+    async def _step(
+        self,
+        request: ChatRequest,
+        member: str,
+        kind: Kind,
+        tried: list[Candidate],
+        steps: list[dict[str, Any]],
+        last: bool,
+    ) -> AsyncIterator[Chunk]:
+        """Ask one member (twice if agreement decides) and record the verdict."""
+        task = asyncio.ensure_future(ask(self.backend, request, member))
+        async for beat in self._waiting(task):
+            yield beat
+        first = task.result()
+        tried.append(first)
+        signal = self._signal(first, request, kind, last)
+        if signal is None:
+            second_task = asyncio.ensure_future(
+                ask(self.backend, request, member, seed=_seed(request) + 1)
+            )
+            async for beat in self._waiting(second_task):
+                yield beat
+            second = second_task.result()
+            tried.append(second)
+            score = agreement(first, second) if second.ok else 0.0
+            signal = Signal(score >= self.settings.agreement, "agreement", round(score, 3))
+        first.outcome = "accepted" if signal.accept else "escalated"
+        steps.append({"member": member, "signal": signal.name, "score": signal.score,
+                      "accepted": signal.accept})  # fmt: skip
+
+    def _signal(
+        self, candidate: Candidate, request: ChatRequest, kind: Kind, last: bool
+    ) -> Signal | None:
+        if not candidate.ok:
+            return Signal(False, "failed")
+        if last:
+            return Signal(True, "last_step")
+        structural = structural_signal(candidate, request.body, kind)
+        if structural is not None or self.settings.check_agreement:
+            return structural
+        return Signal(True, "unchecked")
+
+    async def _waiting(self, task: asyncio.Future[Candidate]) -> AsyncIterator[Chunk]:
+        try:
+            async for beat in keepalives(task, self.keepalive_seconds):
+                yield beat
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+
+def _seed(request: ChatRequest) -> int:
+    seed = request.body.get("seed")
+    return seed if isinstance(seed, int) else 0
+
+
+def _winner(tried: Sequence[Candidate], steps: Sequence[dict[str, Any]]) -> Candidate | None:
+    """The accepted answer, else the strongest member's answer that exists."""
+    answered = [c for c in tried if c.ok]
+    accepted = [c for c in answered if c.outcome == "accepted"]
+    if accepted:
+        return accepted[-1]
+    return answered[-1] if answered else None

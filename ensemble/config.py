@@ -1,0 +1,45 @@
+"""Settings of the strategies, as they appear under ``strategies:`` in the cluster config.
+
+Thresholds here are fitted on the evaluation harness's dev split (``booagent eval``), not
+guessed; the README's evaluation section says which run produced them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from ensemble.base import StrategyName
+
+
+class CascadeSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Members from cheapest to strongest, per kind of request (``default`` for the rest).
+
+    A step's answer is accepted when its cheap signal says so: valid Python for code, valid
+    JSON for a JSON ``response_format``, valid tool-call arguments for tools; otherwise two
+    samples of the step must agree at least ``agreement`` (word-bigram Jaccard, or equal short
+    answers). The last step's answer is always accepted.
+    """
+
+    ladders: dict[str, tuple[str, ...]] = {}
+    agreement: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.5
+    check_agreement: bool = True
+
+
+class EnsembleSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Members asked at once (``samples`` each, different seeds), combined at ``deadline_ms``."""
+
+    members: tuple[str, ...] = ()
+    samples: Annotated[int, msgspec.Meta(ge=1, le=8)] = 1
+    deadline_ms: Annotated[int, msgspec.Meta(ge=100)] = 9000
+
+
+class StrategySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``default`` serves the bare virtual model; ``auto`` maps a kind of request to a strategy."""
+
+    default: StrategyName = "auto"
+    auto: dict[str, StrategyName] = {}
+    cascade: CascadeSettings = CascadeSettings()
+    ensemble: EnsembleSettings = EnsembleSettings()
+    keepalive_seconds: Annotated[float, msgspec.Meta(gt=0)] = 2.0

@@ -1,0 +1,122 @@
+"""Ensemble: ask several members (and/or several samples of one) at once, then combine.
+
+At the deadline the candidates that finished are combined and the rest are cancelled, which
+closes their upstream requests and frees their nodes' slots at once. A member failing or
+timing out never fails the request while one candidate is left. Samples of one member queue
+on a single-slot node, so a member gets more samples than it has slots only when the deadline
+leaves room for them (``samples_that_fit``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from backends.base import Backend, ChatRequest, Chunk, Served
+from backends.errors import AllNodesFailed
+from ensemble.base import KEEPALIVE, NO_OPTIONS, Options
+from ensemble.candidates import Candidate, ask, replay, settle
+from ensemble.classify import Kind, classify
+from ensemble.config import EnsembleSettings
+from ensemble.vote import combine
+
+Slots = Callable[[str], int]
+
+
+@dataclass(frozen=True, slots=True)
+class Ensemble:
+    """The ``ensemble`` strategy."""
+
+    backend: Backend
+    settings: EnsembleSettings
+    members: tuple[str, ...]
+    slots: Slots = lambda _: 1
+    keepalive_seconds: float = 2.0
+    name: str = "ensemble"
+
+    def plan(self, options: Options) -> list[tuple[str, int]]:
+        """(member, seed offset) pairs: first samples of every member, then the rest."""
+        members = options.members or self.settings.members or self.members
+        samples = options.samples or self.settings.samples
+        if options.samples is None:
+            samples = min(samples, max(self.slots(m) for m in members))
+        return [(m, i) for i in range(samples) for m in members]
+
+    @asynccontextmanager
+    async def __call__(
+        self, request: ChatRequest, served: Served, options: Options = NO_OPTIONS
+    ) -> AsyncIterator[AsyncIterator[Chunk]]:
+        run = self._run(request, served, options)
+        try:
+            yield run
+        finally:
+            await run.aclose()
+
+    async def _run(
+        self, request: ChatRequest, served: Served, options: Options
+    ) -> AsyncGenerator[Chunk, None]:
+        kind = classify(request.body)
+        served.kind, served.strategy = kind.value, self.name
+        plan = self.plan(options)
+        seed = request.body.get("seed")
+        base = seed if isinstance(seed, int) else 0
+        tasks = [asyncio.ensure_future(ask(self.backend, request, m, base + i)) for m, i in plan]
+        deadline = (options.deadline_ms or self.settings.deadline_ms) / 1000
+        try:
+            async for beat in self._gather(tasks, deadline):
+                yield beat
+        finally:
+            await _cancel(tasks)
+        candidates = [_result(task, member) for task, (member, _) in zip(tasks, plan, strict=True)]
+        winner = self._decide(candidates, kind, served, deadline)
+        async for chunk in replay(winner):
+            yield chunk
+
+    async def _gather(
+        self, tasks: Sequence[asyncio.Future[Candidate]], deadline: float
+    ) -> AsyncIterator[Chunk]:
+        loop = asyncio.get_running_loop()
+        until = loop.time() + deadline
+        pending = set(tasks)
+        while pending and loop.time() < until:
+            wait = min(self.keepalive_seconds, until - loop.time())
+            _, pending = await asyncio.wait(pending, timeout=wait)
+            if pending and loop.time() < until:
+                yield KEEPALIVE
+
+    def _decide(
+        self, candidates: list[Candidate], kind: Kind, served: Served, deadline: float
+    ) -> Candidate:
+        answered = [c for c in candidates if c.ok]
+        if not answered:
+            settle(served, candidates, None)
+            raise AllNodesFailed(f"no member answered within {deadline:g} s", failures=[])
+        preference = list(dict.fromkeys(c.member for c in candidates))
+        verdict = combine(answered, preference, code=kind is Kind.CODE)
+        for candidate in answered:
+            candidate.outcome = "won" if candidate is verdict.winner else "outvoted"
+        settle(served, candidates, verdict.winner)
+        served.decision = {
+            "strategy": self.name,
+            "method": verdict.method,
+            "winner": verdict.winner.member,
+            "answered": len(answered),
+            "asked": len(candidates),
+            **verdict.why,
+        }
+        return verdict.winner
+
+
+def _result(task: asyncio.Future[Candidate], member: str) -> Candidate:
+    if task.cancelled():
+        return Candidate(member, error="cancelled at the deadline", outcome="cancelled")
+    return task.result()
+
+
+async def _cancel(tasks: Sequence[asyncio.Future[Candidate]]) -> None:
+    for task in tasks:
+        if not task.done():
+            task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

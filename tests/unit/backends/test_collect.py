@@ -1,0 +1,195 @@
+"""Tests for backends.collect: a whole answer assembled from streamed chunks."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+from openai.types.chat import ChatCompletion
+
+from backends.base import Chunk
+from backends.collect import Accumulator, estimate_prompt_tokens
+
+
+class Head:
+    """Names the answer, as ``gateway.wire.Identity`` does."""
+
+    def head(self, kind: str) -> dict[str, Any]:
+        return {"id": "chatcmpl-test", "object": kind, "created": 1700000000, "model": "booagent"}
+
+
+IDENTITY = Head()
+
+
+def node_chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> Chunk:
+    """A chunk as llama.cpp sends it, with the node's own id and model path."""
+    return Chunk(
+        {
+            "id": "chatcmpl-node",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "/models/qwen.gguf",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            **extra,
+        }
+    )
+
+
+def tool_fragment(index: int, *, id: str = "", name: str = "", arguments: str = "") -> Chunk:
+    call: dict[str, Any] = {"index": index, "function": {}}
+    if id:
+        call |= {"id": id, "type": "function"}
+    if name:
+        call["function"]["name"] = name
+    if arguments:
+        call["function"]["arguments"] = arguments
+    return node_chunk({"tool_calls": [call]})
+
+
+def accumulate(*chunks: Chunk, prompt_estimate: int = 0) -> Accumulator:
+    accumulator = Accumulator(prompt_estimate=prompt_estimate)
+    for chunk in chunks:
+        accumulator.add(chunk)
+    return accumulator
+
+
+class TestAccumulator:
+    def test_assembles_text_and_finish_reason(self) -> None:
+        """Content deltas join into the message; the last finish reason is kept."""
+        answer = accumulate(
+            node_chunk({"role": "assistant"}),
+            node_chunk({"content": "Hel"}),
+            node_chunk({"content": "lo"}),
+            node_chunk({}, finish="length"),
+        ).completion(IDENTITY)
+        ChatCompletion.model_validate(answer)
+        assert answer["id"] == "chatcmpl-test"
+        assert answer["model"] == "booagent"
+        assert answer["object"] == "chat.completion"
+        assert answer["choices"][0]["message"] == {"role": "assistant", "content": "Hello"}
+        assert answer["choices"][0]["finish_reason"] == "length"
+
+    def test_finish_reason_defaults_to_stop(self) -> None:
+        """A node that never says why it stopped finished normally."""
+        answer = accumulate(node_chunk({"content": "x"})).completion(IDENTITY)
+        assert answer["choices"][0]["finish_reason"] == "stop"
+
+    def test_merges_tool_call_fragments_by_index(self) -> None:
+        """Streamed tool-call pieces are joined per index, in index order."""
+        answer = accumulate(
+            tool_fragment(1, id="call_b", name="get_time", arguments="{}"),
+            tool_fragment(0, id="call_a", name="get_weather"),
+            tool_fragment(0, arguments='{"city": '),
+            tool_fragment(0, arguments='"Paris"}'),
+            node_chunk({}, finish="tool_calls"),
+        ).completion(IDENTITY)
+        ChatCompletion.model_validate(answer)
+        message = answer["choices"][0]["message"]
+        assert message["content"] is None
+        assert message["tool_calls"] == [
+            {
+                "id": "call_a",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+            },
+            {
+                "id": "call_b",
+                "type": "function",
+                "function": {"name": "get_time", "arguments": "{}"},
+            },
+        ]
+        assert answer["choices"][0]["finish_reason"] == "tool_calls"
+
+    @given(
+        calls=st.lists(st.text(max_size=30), min_size=1, max_size=3),
+        data=st.data(),
+    )
+    def test_any_interleaving_of_fragments_rebuilds_the_arguments(
+        self, calls: list[str], data: st.DataObject
+    ) -> None:
+        """However the arguments are cut and interleaved, each call gets its own back."""
+        pieces: list[list[str]] = []
+        for arguments in calls:
+            cuts = sorted(data.draw(st.sets(st.integers(0, len(arguments)), max_size=4)))
+            bounds = [0, *cuts, len(arguments)]
+            pieces.append([arguments[a:b] for a, b in pairwise(bounds)])
+        queues = [[tool_fragment(i, id=f"call_{i}", name=f"f{i}")] for i in range(len(calls))]
+        for i, parts in enumerate(pieces):
+            queues[i] += [tool_fragment(i, arguments=p) for p in parts if p]
+        accumulator = Accumulator()
+        while any(queues):
+            pending = [q for q in queues if q]
+            accumulator.add(data.draw(st.sampled_from(pending)).pop(0))
+        merged = accumulator.completion(IDENTITY)["choices"][0]["message"]["tool_calls"]
+        assert [c["function"]["arguments"] for c in merged] == calls
+        assert [c["id"] for c in merged] == [f"call_{i}" for i in range(len(calls))]
+        assert [c["function"]["name"] for c in merged] == [f"f{i}" for i in range(len(calls))]
+
+    def test_reasoning_logprobs_and_timings_are_kept(self) -> None:
+        """Reasoning text, token logprobs and llama.cpp timings reach the whole answer."""
+        token = {"token": "a", "logprob": -0.1, "bytes": [97], "top_logprobs": []}
+        chunk = Chunk(
+            {
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"content": "a"},
+                        "logprobs": {"content": [token]},
+                        "finish_reason": None,
+                    }
+                ],
+                "timings": {"predicted_per_second": 12.5},
+            }
+        )
+        answer = accumulate(node_chunk({"reasoning_content": "hmm"}), chunk).completion(IDENTITY)
+        ChatCompletion.model_validate(answer)
+        assert answer["choices"][0]["message"]["reasoning_content"] == "hmm"
+        assert answer["choices"][0]["logprobs"] == {"content": [token]}
+        assert answer["timings"] == {"predicted_per_second": 12.5}
+
+
+class TestUsage:
+    def test_node_usage_is_used_when_sent(self) -> None:
+        """The node's own counts win over the estimate."""
+        usage_only = Chunk({"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 2}})
+        accumulator = accumulate(node_chunk({"content": "a"}), usage_only, prompt_estimate=100)
+        assert accumulator.usage() == {
+            "prompt_tokens": 7,
+            "completion_tokens": 2,
+            "total_tokens": 9,
+        }
+
+    def test_falls_back_to_counted_tokens(self) -> None:
+        """Without node usage, content chunks are counted and the prompt is estimated."""
+        accumulator = accumulate(
+            node_chunk({"role": "assistant"}),
+            node_chunk({"content": "a"}),
+            node_chunk({"content": "b"}),
+            node_chunk({"reasoning_content": "c"}),
+            node_chunk({}, finish="stop"),
+            prompt_estimate=12,
+        )
+        assert accumulator.usage() == {
+            "prompt_tokens": 12,
+            "completion_tokens": 3,
+            "total_tokens": 15,
+        }
+
+    def test_partial_node_usage_is_completed(self) -> None:
+        """A usage object missing a count has that count filled in."""
+        accumulator = accumulate(
+            node_chunk({"content": "a"}, usage={"completion_tokens": 5}), prompt_estimate=4
+        )
+        assert accumulator.usage() == {
+            "prompt_tokens": 4,
+            "completion_tokens": 5,
+            "total_tokens": 9,
+        }
+
+    def test_prompt_estimate(self) -> None:
+        """About four characters a token plus four tokens per message."""
+        messages = [{"role": "system", "content": "x" * 40}, {"role": "user", "content": None}]
+        assert estimate_prompt_tokens(messages) == 10 + 8
+        assert estimate_prompt_tokens("not a list") == 0

@@ -1,0 +1,249 @@
+"""Cascade and ensemble strategies against fake nodes (the real pool in between)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from backends.base import ChatRequest, Chunk, Served
+from backends.config import Member
+from backends.errors import AllNodesFailed, NodeUnreachable
+from ensemble.auto import Auto
+from ensemble.base import Options
+from ensemble.cascade import Cascade
+from ensemble.config import CascadeSettings, EnsembleSettings
+from ensemble.fanout import Ensemble
+from ensemble.route import Router
+from tests.fakes import FakeNode, fake_pool
+
+pytestmark = pytest.mark.anyio
+
+CHEAP, STRONG, THIRD = Member(name="cheap"), Member(name="strong"), Member(name="third")
+CODE_Q = {"messages": [{"role": "user", "content": "Write a Python function to add numbers."}]}
+CHAT_Q = {"messages": [{"role": "user", "content": "Tell me about the moon."}], "seed": 7}
+MATH_Q = {"messages": [{"role": "user", "content": "Tom has 3 apples and buys 4 more. How many?"}]}
+
+
+async def run(
+    strategy: Any, body: dict[str, Any], options: Options | None = None
+) -> tuple[str, Served]:
+    """The text the client would see, and the request's record."""
+    served = Served()
+    text = ""
+    async with strategy(ChatRequest(body), served, options or Options()) as chunks:
+        async for chunk in chunks:
+            if not chunk.keepalive:
+                text += chunk.content
+    return text, served
+
+
+def cascade(*nodes: FakeNode, ladder: Sequence[str] = ("cheap", "strong"), **kw: Any) -> Cascade:
+    members = (CHEAP, STRONG, THIRD)[: len(nodes)]
+    pool = fake_pool(list(zip(nodes, members, strict=True)))
+    settings = CascadeSettings(ladders={"default": tuple(ladder)}, **kw)
+    return Cascade(pool, settings, tuple(m.name for m in members), keepalive_seconds=0.05)
+
+
+def ensemble(*nodes: FakeNode, samples: int = 1, deadline_ms: int = 2000) -> Ensemble:
+    members = (CHEAP, STRONG, THIRD)[: len(nodes)]
+    pool = fake_pool(list(zip(nodes, members, strict=True)))
+    names = tuple(m.name for m in members)
+    settings = EnsembleSettings(members=names, samples=samples, deadline_ms=deadline_ms)
+    return Ensemble(pool, settings, names, slots=lambda _: samples, keepalive_seconds=0.05)
+
+
+def by_seed(*answers: str) -> Any:
+    """A reply function: a different answer per seed (sample)."""
+    return lambda request: answers[int(request.body.get("seed", 0)) % len(answers)]
+
+
+class TestCascade:
+    async def test_valid_code_from_the_cheap_member_is_accepted(self) -> None:
+        cheap, strong = (
+            FakeNode("c", reply="```python\ndef add(a, b): return a + b\n```"),
+            FakeNode("s"),
+        )
+        text, served = await run(cascade(cheap, strong), CODE_Q)
+        assert "def add" in text and strong.requests == []
+        assert served.decision["escalations"] == 0
+        assert served.decision["steps"][0]["signal"] == "code_parses"
+
+    async def test_broken_code_escalates(self) -> None:
+        cheap = FakeNode("c", reply="```python\ndef add(a, b) return\n```")
+        strong = FakeNode("s", reply="```python\ndef add(a, b):\n    return a + b\n```")
+        text, served = await run(cascade(cheap, strong), CODE_Q)
+        assert "return a + b" in text
+        assert served.decision["escalations"] == 1 and served.node == "s"
+        assert [c["outcome"] for c in served.calls] == ["escalated", "accepted"]
+
+    async def test_agreeing_samples_stop_early(self) -> None:
+        cheap, strong = FakeNode("c", reply="the moon is a rock"), FakeNode("s")
+        text, served = await run(cascade(cheap, strong), CHAT_Q)
+        assert text == "the moon is a rock"
+        assert len(cheap.requests) == 2 and strong.requests == []
+        assert served.decision["steps"][0]["score"] == 1.0
+
+    async def test_disagreeing_samples_escalate(self) -> None:
+        cheap = FakeNode("c", reply=by_seed("cheese moon story here", "a rock in space orbiting"))
+        strong = FakeNode("s", reply="the moon orbits the earth")
+        text, _ = await run(cascade(cheap, strong), CHAT_Q)
+        assert text == "the moon orbits the earth"
+
+    async def test_json_format_is_checked(self) -> None:
+        body = {**CHAT_Q, "response_format": {"type": "json_object"}}
+        cheap, strong = FakeNode("c", reply="not json at all"), FakeNode("s", reply='{"a": 1}')
+        text, served = await run(cascade(cheap, strong), body)
+        assert text == '{"a": 1}'
+        assert served.decision["steps"][0]["signal"] == "json_valid"
+
+    async def test_failing_member_escalates(self) -> None:
+        cheap = FakeNode("c", fail_before=NodeUnreachable("c", "refused"))
+        strong = FakeNode("s", reply="fine")
+        text, served = await run(cascade(cheap, strong), CHAT_Q)
+        assert text == "fine" and served.calls[0]["outcome"] == "failed"
+
+    async def test_every_member_failing_is_an_error(self) -> None:
+        error = NodeUnreachable("x", "refused")
+        strategy = cascade(FakeNode("c", fail_before=error), FakeNode("s", fail_before=error))
+        with pytest.raises(AllNodesFailed):
+            await run(strategy, CHAT_Q)
+
+    async def test_usage_counts_every_call(self) -> None:
+        cheap = FakeNode("c", reply="```python\ndef f(:\n```")
+        strong = FakeNode("s", reply="```python\ndef f(): pass\n```")
+        _, served = await run(cascade(cheap, strong), CODE_Q)
+        assert served.extra_usage["completion_tokens"] == 2, "the cheap answer's two chunks"
+
+
+class TestEnsemble:
+    async def test_majority_vote_on_numbers(self) -> None:
+        nodes = FakeNode("a", reply="It is 7."), FakeNode("b", reply="7"), FakeNode("c", reply="8")
+        text, served = await run(ensemble(*nodes), MATH_Q)
+        assert text in ("It is 7.", "7")
+        assert served.decision["method"] == "majority_vote" and served.decision["votes"] == 2
+
+    async def test_tie_goes_to_the_preferred_member(self) -> None:
+        nodes = FakeNode("a", reply="5"), FakeNode("b", reply="6")
+        text, _ = await run(ensemble(*nodes), MATH_Q)
+        assert text == "5"
+
+    async def test_free_text_picks_the_most_agreeing(self) -> None:
+        nodes = (
+            FakeNode("a", reply="the moon is made of rock and dust"),
+            FakeNode("b", reply="bananas are yellow fruit"),
+            FakeNode("c", reply="the moon is made of rock"),
+        )
+        text, served = await run(ensemble(*nodes), CHAT_Q)
+        assert text.startswith("the moon is made of rock")
+        assert served.decision["method"] == "agreement"
+
+    async def test_code_that_does_not_parse_is_dropped(self) -> None:
+        nodes = (
+            FakeNode("a", reply="```python\ndef add(a, b) return a+b\n```"),
+            FakeNode("b", reply="```python\ndef add(a, b):\n    return a + b\n```"),
+        )
+        text, served = await run(ensemble(*nodes), CODE_Q)
+        assert "return a + b" in text and served.decision["dropped_unparseable"] == 1
+
+    async def test_failing_member_does_not_fail_the_request(self) -> None:
+        nodes = FakeNode("a", fail_before=NodeUnreachable("a", "down")), FakeNode("b", reply="ok")
+        text, served = await run(ensemble(*nodes), CHAT_Q)
+        assert text == "ok" and served.decision["answered"] == 1
+
+    async def test_deadline_cancels_stragglers_and_frees_them(self) -> None:
+        fast, slow = FakeNode("a", reply="quick"), FakeNode("b", reply="slow answer", delay=5)
+        text, served = await run(ensemble(fast, slow, deadline_ms=300), CHAT_Q)
+        assert text == "quick"
+        assert slow.closed == 1, "the straggler's upstream stream was closed"
+        assert [c["outcome"] for c in served.calls] == ["won", "failed"]
+
+    async def test_nobody_in_time_is_an_error(self) -> None:
+        slow = FakeNode("a", delay=5)
+        with pytest.raises(AllNodesFailed):
+            await run(ensemble(slow, deadline_ms=200), CHAT_Q)
+
+    async def test_samples_use_different_seeds(self) -> None:
+        node = FakeNode("a", reply=by_seed("1", "2", "2"))
+        text, _ = await run(ensemble(node, samples=3), {**MATH_Q, "seed": 0})
+        assert text == "2" and {r.body["seed"] for r in node.requests} == {0, 1, 2}
+
+    async def test_usage_sums_every_member(self) -> None:
+        nodes = FakeNode("a", reply="one two"), FakeNode("b", reply="one two three")
+        _, served = await run(ensemble(*nodes), CHAT_Q)
+        assert served.extra_usage["completion_tokens"] in (2, 3)
+
+    async def test_keepalives_while_members_work(self) -> None:
+        strategy = ensemble(FakeNode("a", reply="x", delay=0.2))
+        served, beats = Served(), 0
+        async with strategy(ChatRequest(CHAT_Q), served, Options()) as chunks:
+            async for chunk in chunks:
+                beats += chunk.keepalive
+        assert beats >= 2
+
+
+class TestAuto:
+    async def test_picks_by_kind_and_honours_the_override(self) -> None:
+        node = FakeNode("a", reply="```python\nx = 1\n```")
+        pool = fake_pool([(node, CHEAP)])
+        named: dict[str, Any] = {
+            "route": Router(pool, {}, ("cheap",)),
+            "cascade": Cascade(pool, CascadeSettings(), ("cheap",)),
+            "ensemble": Ensemble(pool, EnsembleSettings(), ("cheap",)),
+        }
+        auto = Auto(named, {"code": "cascade"})
+        _, served = await run(auto, CODE_Q)
+        assert served.strategy == "cascade"
+        _, served = await run(auto, CODE_Q, Options(strategy="ensemble"))
+        assert served.strategy == "ensemble"
+        _, served = await run(auto, CHAT_Q)
+        assert served.strategy == "route"
+
+
+class TestProperties:
+    @settings(max_examples=25, deadline=None)
+    @given(
+        answers=st.lists(
+            st.sampled_from(["1", "2", "3", "the moon", "a rock"]), min_size=1, max_size=3
+        ),
+        delays=st.lists(st.floats(0, 0.02), min_size=3, max_size=3),
+        samples=st.integers(1, 2),
+    )
+    def test_ensemble_bounds_and_order_independence(
+        self, answers: list[str], delays: list[float], samples: int
+    ) -> None:
+        """Never more calls than members x samples; the result is one of the candidates; the
+        same answers finishing in another order give the same winner."""
+        results = []
+        for order in (delays, list(reversed(delays))):
+            nodes = [
+                FakeNode(f"n{i}", reply=a, delay=d)
+                for i, (a, d) in enumerate(zip(answers, order, strict=False))
+            ]
+            text, _ = asyncio.run(run(ensemble(*nodes, samples=samples), MATH_Q))
+            assert sum(len(n.requests) for n in nodes) <= len(nodes) * samples
+            assert text in answers
+            results.append(text)
+        assert results[0] == results[1]
+
+    @settings(max_examples=25, deadline=None)
+    @given(
+        replies=st.lists(
+            st.sampled_from(["a b c", "x y", "```python\ndef f(:\n```"]), min_size=2, max_size=3
+        )
+    )
+    def test_cascade_call_bound(self, replies: list[str]) -> None:
+        """At most two calls per ladder step, and the answer is one a member gave."""
+        nodes = [FakeNode(f"n{i}", reply=r) for i, r in enumerate(replies)]
+        ladder = ("cheap", "strong", "third")[: len(nodes)]
+        text, _ = asyncio.run(run(cascade(*nodes, ladder=ladder), CHAT_Q))
+        assert sum(len(n.requests) for n in nodes) <= 2 * len(nodes)
+        assert text in replies
+
+
+def test_chunk_keepalive_is_not_content() -> None:
+    assert not Chunk({}, keepalive=True).is_content

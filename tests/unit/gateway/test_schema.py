@@ -1,0 +1,262 @@
+"""Tests for gateway.schema: chat request validation with field-named errors, and forwarding."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from backends.errors import InvalidRequest
+from gateway.schema import FORWARDED, parse_chat
+
+BASE: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+NOT_FORWARDED = {"model", "stream", "stream_options", "n", "user", "max_completion_tokens"}
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+)
+json_values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+def other_than(*allowed: type) -> st.SearchStrategy[Any]:
+    """JSON values whose exact type is none of ``allowed`` (so ``True`` is not an int)."""
+    return json_values.filter(lambda value: type(value) not in allowed)
+
+
+def numbers_outside(low: float, high: float) -> st.SearchStrategy[Any]:
+    return st.floats(max_value=low, exclude_max=True) | st.floats(min_value=high, exclude_min=True)
+
+
+def wrong_float(low: float, high: float) -> st.SearchStrategy[Any]:
+    return numbers_outside(low, high).filter(lambda v: v == v and abs(v) != float("inf")) | (
+        other_than(int, float, type(None))
+    )
+
+
+def wrong_int(low: int, high: int | None = None) -> st.SearchStrategy[Any]:
+    out_of_range = st.integers(max_value=low - 1)
+    if high is not None:
+        out_of_range |= st.integers(min_value=high + 1, max_value=2**63 - 1)
+    return out_of_range | other_than(int, type(None))
+
+
+nonempty_text = st.text(min_size=1, max_size=10)
+tool = st.fixed_dictionaries(
+    {
+        "type": st.just("function"),
+        "function": st.fixed_dictionaries({"name": st.text(min_size=1, max_size=64)}),
+    }
+)
+
+WRONG: dict[str, st.SearchStrategy[Any]] = {
+    "model": json_values.filter(lambda v: not (isinstance(v, str) and v)),
+    "messages": other_than(list)
+    | st.just([])
+    | st.lists(other_than(dict), min_size=1, max_size=3)
+    | st.lists(
+        st.fixed_dictionaries(
+            {
+                "role": nonempty_text.filter(
+                    lambda r: (
+                        r not in {"system", "developer", "user", "assistant", "tool", "function"}
+                    )
+                )
+            }
+        ),
+        min_size=1,
+        max_size=2,
+    ),
+    "stream": other_than(bool),
+    "stream_options": other_than(dict, type(None))
+    | st.fixed_dictionaries({"include_usage": other_than(bool)}),
+    "temperature": wrong_float(0, 2),
+    "top_p": wrong_float(0, 1),
+    "max_tokens": wrong_int(1),
+    "max_completion_tokens": wrong_int(1),
+    "stop": other_than(str, list, type(None))
+    | st.lists(st.text(max_size=3), min_size=5, max_size=8)
+    | st.lists(other_than(str), min_size=1, max_size=3),
+    "seed": other_than(int, type(None)),
+    "n": wrong_int(1, 1),
+    "tools": other_than(list, type(None))
+    | st.lists(other_than(dict), min_size=1, max_size=2)
+    | st.just([{"type": "function"}])
+    | st.just([{"type": "retrieval", "function": {"name": "f"}}])
+    | st.sampled_from(["", "x" * 65]).map(
+        lambda n: [{"type": "function", "function": {"name": n}}]
+    ),
+    "tool_choice": other_than(str, dict, type(None)),
+    "response_format": other_than(dict, type(None))
+    | st.dictionaries(st.text(max_size=5).filter(lambda k: k != "type"), json_values, max_size=3),
+    "logprobs": other_than(bool, type(None)),
+    "top_logprobs": wrong_int(0, 20),
+    "presence_penalty": wrong_float(-2, 2),
+    "frequency_penalty": wrong_float(-2, 2),
+    "user": other_than(str, type(None)),
+}
+
+VALID: dict[str, st.SearchStrategy[Any]] = {
+    "stream": st.booleans(),
+    "stream_options": st.fixed_dictionaries({"include_usage": st.booleans()}),
+    "temperature": st.floats(0, 2),
+    "top_p": st.floats(0, 1),
+    "max_tokens": st.integers(1, 100_000),
+    "max_completion_tokens": st.integers(1, 100_000),
+    "stop": st.text(max_size=5) | st.lists(st.text(max_size=5), max_size=4),
+    "seed": st.integers(-(2**63), 2**63 - 1),
+    "n": st.just(1),
+    "tools": st.lists(tool, max_size=2),
+    "tool_choice": st.sampled_from(["auto", "none", "required"])
+    | st.just({"type": "function", "function": {"name": "f"}}),
+    "response_format": st.just({"type": "json_object"}),
+    "logprobs": st.booleans(),
+    "top_logprobs": st.integers(0, 20),
+    "presence_penalty": st.floats(-2, 2),
+    "frequency_penalty": st.floats(-2, 2),
+    "user": st.text(max_size=10),
+    "top_k": st.integers(0, 100),
+    "min_p": st.floats(0, 1),
+    "metadata": json_values,
+    "unknown_extension": json_values,
+}
+
+
+def encode(body: Any) -> bytes:
+    return json.dumps(body).encode()
+
+
+def rejected(body: Any) -> InvalidRequest:
+    with pytest.raises(InvalidRequest) as caught:
+        parse_chat(encode(body) if not isinstance(body, bytes) else body)
+    return caught.value
+
+
+class TestValid:
+    def test_minimal_request(self) -> None:
+        """Model and messages are enough; defaults fill the rest."""
+        parsed = parse_chat(encode(BASE))
+        assert parsed.checked.model == "m"
+        assert parsed.checked.stream is False
+        assert not parsed.include_usage
+        assert parsed.forward == {"messages": BASE["messages"]}
+
+    def test_include_usage_is_read_from_stream_options(self) -> None:
+        """``stream_options.include_usage`` asks for a usage chunk."""
+        body = {**BASE, "stream": True, "stream_options": {"include_usage": True}}
+        assert parse_chat(encode(body)).include_usage
+
+    def test_max_completion_tokens_becomes_max_tokens(self) -> None:
+        """Nodes know only ``max_tokens``; the newer name is mapped onto it."""
+        parsed = parse_chat(encode({**BASE, "max_completion_tokens": 64}))
+        assert parsed.forward["max_tokens"] == 64
+        assert "max_completion_tokens" not in parsed.forward
+
+    def test_explicit_max_tokens_wins(self) -> None:
+        """When both are sent, ``max_tokens`` is kept as it is."""
+        parsed = parse_chat(encode({**BASE, "max_tokens": 10, "max_completion_tokens": 64}))
+        assert parsed.forward["max_tokens"] == 10
+
+    def test_messages_are_forwarded_verbatim(self) -> None:
+        """Message fields the gateway does not check (e.g. images) reach the node untouched."""
+        content = [{"type": "image_url", "image_url": {"url": "data:,"}, "detail": "low"}]
+        messages = [{"role": "user", "content": content, "extra": 1}]
+        assert parse_chat(encode({**BASE, "messages": messages})).forward["messages"] == messages
+
+    @given(
+        st.dictionaries(st.sampled_from(sorted(VALID)), st.none()).flatmap(
+            lambda keys: st.fixed_dictionaries({k: VALID[k] for k in keys})
+        )
+    )
+    def test_only_forwarded_fields_are_forwarded(self, extra: dict[str, Any]) -> None:
+        """Valid bodies forward exactly their non-null FORWARDED fields, values unchanged."""
+        body = {**BASE, **extra}
+        forward = parse_chat(encode(body)).forward
+        expected = {k: v for k, v in body.items() if k in FORWARDED and v is not None}
+        if "max_completion_tokens" in body and "max_tokens" not in body:
+            expected["max_tokens"] = body["max_completion_tokens"]
+        assert forward == expected
+        assert not NOT_FORWARDED & set(forward)
+
+
+class TestInvalid:
+    @pytest.mark.parametrize("field", sorted(WRONG))
+    @settings(max_examples=40)
+    @given(data=st.data())
+    def test_wrong_value_names_its_field(self, field: str, data: st.DataObject) -> None:
+        """A wrongly typed or out-of-range value is rejected with ``param`` naming the field."""
+        value = data.draw(WRONG[field], label=field)
+        error = rejected({**BASE, field: value})
+        assert error.param is not None
+        assert error.param == field or error.param.startswith((f"{field}.", f"{field}["))
+        assert error.status_code == 400
+        assert field in error.message
+
+    @pytest.mark.parametrize("field", ["model", "messages"])
+    def test_missing_required_field_is_named(self, field: str) -> None:
+        """Leaving out a required field names it."""
+        body = {k: v for k, v in BASE.items() if k != field}
+        assert rejected(body).param == field
+
+    @pytest.mark.parametrize(
+        "raw", [b"", b"   ", b"{", b"[1, 2]", b'"text"', b"null", b"\xff\xfe", b"{'a': 1}"]
+    )
+    def test_bodies_that_are_not_objects(self, raw: bytes) -> None:
+        """Empty, malformed or non-object bodies are rejected without a param."""
+        assert rejected(raw).param is None
+
+    @pytest.mark.parametrize("field", ["messages", "tools", "response_format", "metadata", "x"])
+    def test_deeply_nested_bodies_are_rejected_cleanly(self, field: str) -> None:
+        """Nesting deeper than the decoder can follow is a client error, not a crash."""
+        depth = 5000
+        nested = b'{"a":' * depth + b"1" + b"}" * depth
+        raw = encode(BASE)[:-1] + f', "{field}": '.encode() + nested + b"}"
+        assert rejected(raw).status_code == 400
+
+    def test_nesting_inside_message_content_is_rejected_cleanly(self) -> None:
+        """Nesting that decodes but is too deep to validate is a client error, not a crash."""
+        for depth in range(400, 1000):
+            part = b'{"type": "text", "x": ' + b"[" * depth + b"]" * depth + b"}"
+            raw = b'{"model": "m", "messages": [{"role": "user", "content": [' + part + b"]}]}"
+            with contextlib.suppress(InvalidRequest):
+                parse_chat(raw)
+
+    def test_large_unicode_body_is_accepted(self) -> None:
+        """A big prompt in many scripts is valid; size limits are the server's business."""
+        text = "héllo wörld 你好 🌊 مرحبا " * 40_000
+        parsed = parse_chat(encode({**BASE, "messages": [{"role": "user", "content": text}]}))
+        assert parsed.forward["messages"][0]["content"] == text
+
+    @given(st.binary(max_size=300))
+    def test_arbitrary_bytes_never_crash(self, raw: bytes) -> None:
+        """Any byte string is either a valid request or InvalidRequest."""
+        with contextlib.suppress(InvalidRequest):
+            parse_chat(raw)
+
+    @given(
+        st.dictionaries(
+            st.sampled_from([*WRONG, "top_k", "metadata"]) | st.text(max_size=10),
+            json_values | st.text(st.characters(codec="utf-8"), max_size=50),
+            max_size=8,
+        )
+    )
+    def test_arbitrary_objects_never_crash(self, body: dict[str, Any]) -> None:
+        """Any JSON object, however odd its keys and values, is accepted or InvalidRequest."""
+        try:
+            parsed = parse_chat(encode(body))
+        except InvalidRequest:
+            return
+        assert set(parsed.forward) <= set(FORWARDED)

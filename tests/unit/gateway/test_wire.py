@@ -1,0 +1,87 @@
+"""Tests for gateway.wire: node chunks rewritten for the client."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from openai.types.chat import ChatCompletionChunk
+
+from backends.base import Chunk
+from gateway.wire import Identity, client_chunk, usage_chunk
+
+IDENTITY = Identity(model="booagent", id="chatcmpl-test", created=1700000000)
+
+
+def node_chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> Chunk:
+    """A chunk as llama.cpp sends it, with the node's own id and model path."""
+    return Chunk(
+        {
+            "id": "chatcmpl-node",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "/models/qwen.gguf",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            **extra,
+        }
+    )
+
+
+class TestClientChunk:
+    def test_rewrites_identity_and_adds_role_first(self) -> None:
+        """Every chunk gets the answer's id and model; only the first delta gets the role."""
+        chunks = [node_chunk({"content": "Hel"}), node_chunk({"content": "lo"})]
+        out = [
+            client_chunk(IDENTITY, c, first=i == 0, include_usage=False)
+            for i, c in enumerate(chunks)
+        ]
+        assert all(o is not None for o in out)
+        first, second = out[0] or {}, out[1] or {}
+        for o in (first, second):
+            ChatCompletionChunk.model_validate(o)
+            assert (o["id"], o["model"], o["created"]) == ("chatcmpl-test", "booagent", 1700000000)
+            assert o["object"] == "chat.completion.chunk"
+            assert "usage" not in o
+        assert first["choices"][0]["delta"] == {"role": "assistant", "content": "Hel"}
+        assert second["choices"][0]["delta"] == {"content": "lo"}
+
+    def test_node_role_is_not_duplicated(self) -> None:
+        """A node's own role delta stays a single role field."""
+        out = client_chunk(
+            IDENTITY, node_chunk({"role": "assistant"}), first=True, include_usage=False
+        )
+        assert out is not None
+        assert out["choices"][0]["delta"] == {"role": "assistant"}
+
+    def test_usage_only_node_chunks_are_dropped(self) -> None:
+        """The node's usage chunk is not relayed; the gateway sends its own."""
+        usage = Chunk({"id": "x", "choices": [], "usage": {"prompt_tokens": 1}})
+        assert client_chunk(IDENTITY, usage, first=False, include_usage=True) is None
+
+    def test_node_usage_never_leaks(self) -> None:
+        """Usage on a content chunk is removed; with include_usage it is null until the end."""
+        chunk = node_chunk({"content": "a"}, usage={"prompt_tokens": 1})
+        assert "usage" not in (
+            client_chunk(IDENTITY, chunk, first=False, include_usage=False) or {}
+        )
+        out = client_chunk(IDENTITY, chunk, first=False, include_usage=True)
+        assert out is not None
+        assert out["usage"] is None
+        ChatCompletionChunk.model_validate(out)
+
+    def test_usage_chunk(self) -> None:
+        """The final usage chunk has no choices and the answer's identity."""
+        usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+        out = usage_chunk(IDENTITY, usage)
+        ChatCompletionChunk.model_validate(out)
+        assert out["choices"] == []
+        assert out["usage"] == usage
+        assert out["id"] == "chatcmpl-test"
+        json.dumps(out)
+
+
+class TestIdentity:
+    def test_fresh_identities_differ(self) -> None:
+        """Each answer gets its own id."""
+        assert Identity("m").id != Identity("m").id
+        assert Identity("m").id.startswith("chatcmpl-")
