@@ -63,7 +63,7 @@ class ChatLog:
             kind=served.kind,
             stream=self.stream,
             node=served.node or None,
-            attempts=len(served.attempts),
+            attempts=len(served.attempts) or len(served.calls),
             failures=served.failures,
             queue_wait_s=round(served.queue_wait, 4),
             ttft_s=None if self.ttft is None else round(self.ttft, 4),

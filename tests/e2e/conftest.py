@@ -48,13 +48,14 @@ class Cluster:
     loop: LoopThread
     nodes: list[dict[str, Any]]
 
-    def settings(self, **server: Any) -> Settings:
+    def settings(self, strategies: dict[str, Any] | None = None, **server: Any) -> Settings:
         members = [MEMBERS[m] for m in dict.fromkeys(n["member"] for n in self.nodes)]
         return make_settings(
             members=members,
             nodes=self.nodes,
             routes={"code": [CODER, SMOL], "general": [SMOL, CODER], "chore": [SMOL, CODER]},
             server=server,
+            strategies=strategies or {},
             policies={"health": {"interval": 0.5, "timeout": 1.0},
                       "breaker": {"failures": 2, "open_seconds": 2.0}},
         )  # fmt: skip

@@ -31,9 +31,10 @@ def client(gateway_url: str) -> openai.OpenAI:
 
 class TestModels:
     def test_virtual_model_first_then_members(self, client: openai.OpenAI) -> None:
-        """The listing names the virtual model first, then every member."""
+        """The listing names the virtual model first, its strategies, then every member."""
         ids = [m.id for m in client.models.list()]
-        assert ids == ["booagent-cluster", SMOL, CODER]
+        strategies = [f"booagent-cluster:{s}" for s in ("auto", "route", "cascade", "ensemble")]
+        assert ids == ["booagent-cluster", *strategies, SMOL, CODER]
 
     def test_short_path_for_open_webui(self, gateway_url: str) -> None:
         """`GET /models` answers like `/v1/models` (Open WebUI may call either)."""

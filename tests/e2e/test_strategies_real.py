@@ -1,0 +1,104 @@
+"""Each strategy over real nodes, streaming and not, through the `openai` SDK."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+
+from tests.e2e.conftest import CODER, SMOL, Cluster
+from tests.harness import running_gateway
+
+pytestmark = pytest.mark.e2e
+
+CODE = [{"role": "user", "content": "Write a Python function `double(x)` returning x * 2."}]
+MATH = [{"role": "user", "content": "What is 12 + 30? Answer with the number only."}]
+
+
+@pytest.fixture(scope="module")
+def base(real_cluster: Cluster) -> Iterator[str]:
+    with running_gateway(real_cluster.settings({"keepalive_seconds": 0.2})) as url:
+        yield url
+
+
+@pytest.fixture
+def client(base: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{base}/v1", api_key="x", max_retries=0, timeout=120)
+
+
+@pytest.mark.parametrize("strategy", ["route", "cascade", "ensemble"])
+def test_whole_answer_carries_booagent_metadata(client: openai.OpenAI, strategy: str) -> None:
+    """A non-streaming answer names the strategy, the calls made, and sums their usage."""
+    done = client.chat.completions.create(
+        model=f"booagent-cluster:{strategy}", messages=MATH, max_tokens=24, temperature=0
+    )
+    meta = done.model_extra["booagent"]  # type: ignore[index]
+    assert meta["strategy"] == strategy
+    assert meta["calls"] and all(c["member"] in (SMOL, CODER) for c in meta["calls"])
+    assert done.choices[0].message.content
+    spent = sum(c["tokens"] for c in meta["calls"])
+    assert done.usage is not None and done.usage.completion_tokens == spent
+
+
+@pytest.mark.parametrize("strategy", ["cascade", "ensemble"])
+def test_stream_has_keepalives_then_answer_then_metadata(base: str, strategy: str) -> None:
+    """While members work the stream carries SSE comments; the last chunk carries `booagent`."""
+    body = {
+        "model": f"booagent-cluster:{strategy}",
+        "messages": CODE,
+        "max_tokens": 64,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    with httpx.stream("POST", f"{base}/v1/chat/completions", json=body, timeout=120) as reply:
+        assert reply.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in reply.iter_lines() if line]
+    assert any(line.startswith(":") for line in lines), "keep-alive comments while waiting"
+    data = [line for line in lines if line.startswith("data:")]
+    assert data[-1] == "data: [DONE]"
+    assert '"booagent"' in data[-2] and '"usage"' in data[-2]
+
+
+def test_sdk_stream_through_ensemble(client: openai.OpenAI) -> None:
+    """The SDK reads an ensemble stream as a normal stream (comments are ignored)."""
+    chunks = list(
+        client.chat.completions.create(
+            model="booagent-cluster:ensemble", messages=MATH, max_tokens=16, stream=True
+        )
+    )
+    assert len({c.id for c in chunks}) == 1
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert chunks[-1].model_extra["booagent"]["strategy"] == "ensemble"  # type: ignore[index]
+
+
+def test_extra_body_overrides_strategy_and_members(client: openai.OpenAI) -> None:
+    done = client.chat.completions.create(
+        model="booagent-cluster",
+        messages=MATH,
+        max_tokens=16,
+        extra_body={"booagent": {"strategy": "ensemble", "members": [SMOL], "samples": 2}},
+    )
+    meta = done.model_extra["booagent"]  # type: ignore[index]
+    assert meta["strategy"] == "ensemble"
+    assert [c["member"] for c in meta["calls"]] == [SMOL, SMOL]
+
+
+@pytest.mark.parametrize(
+    ("options", "param"),
+    [
+        ({"strategy": "magic"}, "booagent.strategy"),
+        ({"turbo": True}, "booagent"),
+        ({"members": ["gpt-9"]}, "booagent.members"),
+        ({"deadline_ms": -5}, "booagent.deadline_ms"),
+    ],
+)
+def test_bad_options_are_400_naming_them(
+    client: openai.OpenAI, options: dict[str, object], param: str
+) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model="booagent-cluster", messages=MATH, extra_body={"booagent": options}
+        )
+    assert caught.value.body["param"] == param  # type: ignore[index]
