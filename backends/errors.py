@@ -186,9 +186,10 @@ class AllNodesFailed(BooagentError):
         self.retry_after: float | None = None
         if failures and all(isinstance(f, NodeTimeout) for f in failures):
             self.status_code = 504  # type: ignore[misc]
-        elif failures and all(isinstance(f, NodeOverloaded) for f in failures):
+        overloaded = [f for f in failures if isinstance(f, NodeOverloaded)]
+        if overloaded and len(overloaded) == len(failures):
             self.status_code = 503  # type: ignore[misc]
-            self.retry_after = max(f.retry_after or 1.0 for f in failures)  # type: ignore[attr-defined]
+            self.retry_after = max(f.retry_after or 1.0 for f in overloaded)
 
 
 class StreamInterrupted(BooagentError):

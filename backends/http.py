@@ -230,6 +230,8 @@ class HttpNode:
             return Probe("ready", kind="llama_cpp_server", slots=1)
         if response.status_code == 200:
             return Probe("ready", kind="llama_server", slots=await self._slots(timeout))
+        if response.status_code >= 500:
+            return Probe("down", error=f"health check answered {response.status_code}")
         return Probe("ready", kind=self.spec.kind)
 
     async def _slots(self, timeout: float) -> int | None:

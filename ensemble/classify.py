@@ -34,7 +34,8 @@ _STRONG = re.compile(
     r"\b(python|javascript|typescript|rust|golang|kotlin|c\+\+|sql|regex|regular expression|"
     r"bash|powershell|traceback|stack trace|compiler|refactor|unit tests?|code|coding|"
     r"programming|script|debug|syntax error|numpy|pandas|dataframe|algorithm|json schema|"
-    r"segfault|null pointer)\b",
+    r"segfault|null pointer|(?:write|implement|define|create) an? (?:function|class|method|program)|"
+    r"function (?:that|to|which|named|called))\b",
     re.IGNORECASE,
 )
 _WEAK = re.compile(
@@ -43,13 +44,15 @@ _WEAK = re.compile(
     re.IGNORECASE,
 )
 _STRUCTURED = re.compile(
-    r"\bjson\b|\bexactly \w+ (?:words?|items?|bullet|lines?|sentences?)|\ball (?:in )?"
+    r"\bjson\b|\bexactly (?:\d+|one|two|three|four|five|six|seven|eight|nine|ten)\b|"
+    r"\bexactly \w+ (?:words?|items?|bullet|lines?|sentences?)|\ball (?:in )?"
     r"(?:lower|upper)case\b|\b(?:numbered|bulleted) list\b|\bcomma-separated\b",
     re.IGNORECASE,
 )
 _MATH = re.compile(
     r"\b(how many|how much|total|sum|difference|product|percent|average|each|per|remain(?:s|ing)?|"
-    r"left|altogether|twice|half|times|cost|costs|calculate|compute)\b|[-+*/x\u00d7\u00f7=]\s*\d",
+    r"left|altogether|twice|half|times|cost|costs|calculate|compute)\b|"
+    r"\d\s*[+*/x\u00d7\u00f7=]\s*\d|\d\s+-\s+\d",
     re.IGNORECASE,
 )
 _DIGITS = re.compile(r"\d")
@@ -72,10 +75,10 @@ def classify(body: Mapping[str, Any]) -> Kind:
 
 
 def _looks_like_code(text: str) -> bool:
-    """Code fences, two code-like lines, one strong programming word, or two weak ones."""
+    """Code fences, two code-like lines, one strong programming word, or three weak ones."""
     if _FENCE.search(text) or len(_CODE_LINE.findall(text)) >= 2:
         return True
-    return bool(_STRONG.search(text)) or len({w.lower() for w in _WEAK.findall(text)}) >= 2
+    return bool(_STRONG.search(text)) or len({w.lower() for w in _WEAK.findall(text)}) >= 3
 
 
 def _has_code_tools(tools: Sequence[Any]) -> bool:
