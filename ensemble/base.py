@@ -26,6 +26,7 @@ class Options(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     members: Annotated[tuple[str, ...], msgspec.Meta(min_length=1)] | None = None
     deadline_ms: Annotated[int, msgspec.Meta(ge=100, le=600_000)] | None = None
     samples: Annotated[int, msgspec.Meta(ge=1, le=8)] | None = None
+    explain: bool = False
 
 
 NO_OPTIONS = Options()

@@ -22,7 +22,7 @@ class Candidate:
     """A member's answer (or its failure) and what it cost."""
 
     member: str
-    seed: int | None = None
+    sample: int = 0
     chunks: list[Chunk] = field(default_factory=list)
     node: str = ""
     latency: float = 0.0
@@ -42,12 +42,14 @@ class Candidate:
     def usage(self) -> dict[str, int]:
         return self.acc.usage()
 
-    def record(self) -> dict[str, Any]:
-        """This call, for the answer's ``booagent.calls`` list."""
+    def record(self, *, text: bool = False) -> dict[str, Any]:
+        """This call, for the answer's ``booagent.calls`` list (with its answer if ``text``)."""
+        extra = {"text": self.text} if text else {}
         return {
+            **extra,
             "member": self.member,
             "node": self.node or None,
-            "seed": self.seed,
+            "sample": self.sample,
             "latency_s": round(self.latency, 3),
             "tokens": self.usage["completion_tokens"] if self.ok else 0,
             "outcome": self.outcome if self.error is None else "failed",
@@ -55,24 +57,39 @@ class Candidate:
         }
 
 
-def _request_for(request: ChatRequest, member: str, seed: int | None) -> ChatRequest:
+def _request_for(
+    request: ChatRequest, member: str, sample: int, sample_temperature: float
+) -> ChatRequest:
+    """Sample 0 is the request as sent; later samples use another seed and, since greedy
+    decoding would repeat sample 0, at least ``sample_temperature``."""
     body: Mapping[str, Any] = request.body
-    if seed is not None:
-        body = {**body, "seed": seed}
+    if sample:
+        seed = body.get("seed")
+        temperature = body.get("temperature")
+        body = {
+            **body,
+            "seed": (seed if isinstance(seed, int) else 0) + sample,
+            "temperature": max(float(temperature or 0), sample_temperature),
+        }
     return replace(request, body=body, members=(member,), buffered=True, prefer_idle=False)
 
 
 async def ask(
-    backend: Backend, request: ChatRequest, member: str, seed: int | None = None
+    backend: Backend,
+    request: ChatRequest,
+    member: str,
+    sample: int = 0,
+    sample_temperature: float = 0.8,
 ) -> Candidate:
     """The member's whole answer; failures are recorded, not raised (cancellation is)."""
     loop = asyncio.get_running_loop()
     started = loop.time()
     served = Served()
     prompt = estimate_prompt_tokens(request.body.get("messages"))
-    candidate = Candidate(member, seed, acc=Accumulator(prompt_estimate=prompt))
+    candidate = Candidate(member, sample, acc=Accumulator(prompt_estimate=prompt))
+    ask_for = _request_for(request, member, sample, sample_temperature)
     try:
-        async with backend.stream(_request_for(request, member, seed), served) as chunks:
+        async with backend.stream(ask_for, served) as chunks:
             async for chunk in chunks:
                 candidate.chunks.append(chunk)
                 candidate.acc.add(chunk)
@@ -89,9 +106,11 @@ async def replay(candidate: Candidate) -> AsyncIterator[Chunk]:
         yield chunk
 
 
-def settle(served: Served, candidates: list[Candidate], winner: Candidate | None) -> None:
+def settle(
+    served: Served, candidates: list[Candidate], winner: Candidate | None, *, texts: bool = False
+) -> None:
     """Record every call; tokens of the calls the client does not see go to extra usage."""
-    served.calls.extend(c.record() for c in candidates)
+    served.calls.extend(c.record(text=texts) for c in candidates)
     for candidate in candidates:
         if candidate is not winner and candidate.ok:
             served.add_usage(candidate.usage)

@@ -95,7 +95,7 @@ class Cascade:
             if steps[-1]["accepted"]:
                 break
         winner = _winner(tried, steps)
-        settle(served, tried, winner)
+        settle(served, tried, winner, texts=options.explain)
         served.decision = {"strategy": self.name, "steps": steps, "escalations": len(steps) - 1}
         if winner is None:
             raise AllNodesFailed("every member of the cascade failed", failures=[])
@@ -120,7 +120,7 @@ class Cascade:
         signal = self._signal(first, request, kind, last)
         if signal is None:
             second_task = asyncio.ensure_future(
-                ask(self.backend, request, member, seed=_seed(request) + 1)
+                ask(self.backend, request, member, 1, self.settings.sample_temperature)
             )
             async for beat in self._waiting(second_task):
                 yield beat
@@ -152,11 +152,6 @@ class Cascade:
             if not task.done():
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-
-
-def _seed(request: ChatRequest) -> int:
-    seed = request.body.get("seed")
-    return seed if isinstance(seed, int) else 0
 
 
 def _winner(tried: Sequence[Candidate], steps: Sequence[dict[str, Any]]) -> Candidate | None:

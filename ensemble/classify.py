@@ -34,8 +34,8 @@ _STRONG = re.compile(
     r"\b(python|javascript|typescript|rust|golang|kotlin|c\+\+|sql|regex|regular expression|"
     r"bash|powershell|traceback|stack trace|compiler|refactor|unit tests?|code|coding|"
     r"programming|script|debug|syntax error|numpy|pandas|dataframe|algorithm|json schema|"
-    r"segfault|null pointer|(?:write|implement|define|create) an? (?:function|class|method|program)|"
-    r"function (?:that|to|which|named|called))\b",
+    r"segfault|null pointer|function (?:that|to|which|named|called)|"
+    r"(?:write|implement|define|create) an? (?:function|class|method|program))\b",
     re.IGNORECASE,
 )
 _WEAK = re.compile(

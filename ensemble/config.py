@@ -25,6 +25,7 @@ class CascadeSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ladders: dict[str, tuple[str, ...]] = {}
     agreement: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.5
     check_agreement: bool = True
+    sample_temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] = 0.8
 
 
 class EnsembleSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -33,6 +34,7 @@ class EnsembleSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     members: tuple[str, ...] = ()
     samples: Annotated[int, msgspec.Meta(ge=1, le=8)] = 1
     deadline_ms: Annotated[int, msgspec.Meta(ge=100)] = 9000
+    sample_temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] = 0.8
 
 
 class StrategySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

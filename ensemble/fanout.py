@@ -60,9 +60,10 @@ class Ensemble:
         kind = classify(request.body)
         served.kind, served.strategy = kind.value, self.name
         plan = self.plan(options)
-        seed = request.body.get("seed")
-        base = seed if isinstance(seed, int) else 0
-        tasks = [asyncio.ensure_future(ask(self.backend, request, m, base + i)) for m, i in plan]
+        temperature = self.settings.sample_temperature
+        tasks = [
+            asyncio.ensure_future(ask(self.backend, request, m, i, temperature)) for m, i in plan
+        ]
         deadline = (options.deadline_ms or self.settings.deadline_ms) / 1000
         try:
             async for beat in self._gather(tasks, deadline):
@@ -70,7 +71,7 @@ class Ensemble:
         finally:
             await _cancel(tasks)
         candidates = [_result(task, member) for task, (member, _) in zip(tasks, plan, strict=True)]
-        winner = self._decide(candidates, kind, served, deadline)
+        winner = self._decide(candidates, kind, served, deadline, options.explain)
         async for chunk in replay(winner):
             yield chunk
 
@@ -87,17 +88,22 @@ class Ensemble:
                 yield KEEPALIVE
 
     def _decide(
-        self, candidates: list[Candidate], kind: Kind, served: Served, deadline: float
+        self,
+        candidates: list[Candidate],
+        kind: Kind,
+        served: Served,
+        deadline: float,
+        explain: bool,
     ) -> Candidate:
         answered = [c for c in candidates if c.ok]
         if not answered:
-            settle(served, candidates, None)
+            settle(served, candidates, None, texts=explain)
             raise AllNodesFailed(f"no member answered within {deadline:g} s", failures=[])
         preference = list(dict.fromkeys(c.member for c in candidates))
         verdict = combine(answered, preference, code=kind is Kind.CODE)
         for candidate in answered:
             candidate.outcome = "won" if candidate is verdict.winner else "outvoted"
-        settle(served, candidates, verdict.winner)
+        settle(served, candidates, verdict.winner, texts=explain)
         served.decision = {
             "strategy": self.name,
             "method": verdict.method,

@@ -26,7 +26,7 @@ class Verdict:
 
 def ordered(candidates: Sequence[Candidate], preference: Sequence[str]) -> list[Candidate]:
     rank = {name: i for i, name in enumerate(preference)}
-    return sorted(candidates, key=lambda c: (rank.get(c.member, len(rank)), c.seed or 0))
+    return sorted(candidates, key=lambda c: (rank.get(c.member, len(rank)), c.sample))
 
 
 def combine(candidates: Sequence[Candidate], preference: Sequence[str], *, code: bool) -> Verdict:
