@@ -18,8 +18,9 @@ from backends.base import Backend, ChatRequest, Chunk, Served
 from backends.errors import AllNodesFailed
 from ensemble.base import NO_OPTIONS, Options, keepalives
 from ensemble.candidates import Candidate, ask, replay, settle
-from ensemble.classify import Kind, classify
+from ensemble.classify import Kind, classify, last_user_text
 from ensemble.config import CascadeSettings
+from ensemble.instructions import failed_checks
 from ensemble.signals import code_parses, json_matches, short_form, similarity, tool_calls_valid
 
 
@@ -43,6 +44,9 @@ def structural_signal(candidate: Candidate, body: Mapping[str, Any], kind: Kind)
         return Signal(json_matches(candidate.text, schema), "json_valid")
     if kind is Kind.CODE:
         return Signal(code_parses(candidate.text), "code_parses")
+    failed = failed_checks(last_user_text(body.get("messages") or []), candidate.text)
+    if failed is not None:
+        return Signal(not failed, "instructions", 0.0 if failed else 1.0)
     return None
 
 

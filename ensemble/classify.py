@@ -25,9 +25,12 @@ class Kind(StrEnum):
 
 _CHORE = re.compile(r"^\s*###\s*Task:", re.IGNORECASE)
 _FENCE = re.compile(r"```")
+# Linear time on any text (a prompt is untrusted input): the call-line alternative is tried
+# from line starts only, and nothing scans a run of whitespace twice.
 _CODE_LINE = re.compile(
-    r"^\s*(def |class |import |from \S+ import |#include|function |const |let |var |public |"
-    r"fn |SELECT |for\s*\(|if\s*\(|return\b).*$|[;{}]\s*$|=>|::|\w+\(.*\)\s*[:{]?\s*$",
+    r"^[^\S\n]*(def |class |import |from \S+ import |#include|function |const |let |var |"
+    r"public |fn |SELECT |for\s*\(|if\s*\(|return\b).*$|[;{}]\s*$|=>|::|"
+    r"^(?=[^\n]*\w\()[^\n]*\)(?>\s*[:{])?[^\S\n]*$",
     re.MULTILINE,
 )
 _STRONG = re.compile(
@@ -57,12 +60,15 @@ _MATH = re.compile(
 )
 _DIGITS = re.compile(r"\d")
 _CODE_TOOLS = re.compile(r"code|python|exec|shell|interpreter|sql|compile", re.IGNORECASE)
+WINDOW = 16_000
+"""Characters read from each end of the message: enough to judge it, and a bound on the time
+the event loop spends on a prompt of any size (a few MB would otherwise block it for seconds)."""
 
 
 def classify(body: Mapping[str, Any]) -> Kind:
     """The kind of the request, judged mostly on its last user message."""
     messages = body.get("messages") or []
-    last_user = _last_user_text(messages)
+    last_user = _window(last_user_text(messages))
     if _CHORE.match(last_user):
         return Kind.CHORE
     if _looks_like_code(last_user) or _has_code_tools(body.get("tools") or []):
@@ -85,11 +91,18 @@ def _has_code_tools(tools: Sequence[Any]) -> bool:
     return any(_CODE_TOOLS.search(str(tool)) for tool in tools)
 
 
-def _last_user_text(messages: Sequence[Any]) -> str:
+def last_user_text(messages: Sequence[Any]) -> str:
+    """The text of the last user message (parts of a multi-part message joined)."""
     for message in reversed(messages):
         if isinstance(message, Mapping) and message.get("role") == "user":
             return _text(message.get("content"))
     return ""
+
+
+def _window(text: str) -> str:
+    if len(text) <= 2 * WINDOW:
+        return text
+    return f"{text[:WINDOW]}\n{text[-WINDOW:]}"
 
 
 def _text(content: Any) -> str:
