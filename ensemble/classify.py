@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
+from ensemble.instructions import instruction_checks
+
 
 class Kind(StrEnum):
     CODE = "code"
@@ -73,11 +75,15 @@ def classify(body: Mapping[str, Any]) -> Kind:
         return Kind.CHORE
     if _looks_like_code(last_user) or _has_code_tools(body.get("tools") or []):
         return Kind.CODE
-    if body.get("response_format") or body.get("tools") or _STRUCTURED.search(last_user):
+    if body.get("response_format") or body.get("tools") or _structured(last_user):
         return Kind.STRUCTURED
     if len(_DIGITS.findall(last_user)) >= 2 and _MATH.search(last_user):
         return Kind.MATH
     return Kind.GENERAL
+
+
+def _structured(text: str) -> bool:
+    return bool(_STRUCTURED.search(text) or instruction_checks(text))
 
 
 def _looks_like_code(text: str) -> bool:

@@ -21,7 +21,10 @@ _NUMBERS = {
 }  # fmt: skip
 _N = r"(\d+|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|single)"
 _WORDS = re.compile(r"[A-Za-z0-9']+")
-_LIST_LINE = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s+\S", re.MULTILINE)
+_LIST_LINE = re.compile(r"^[^\S\n]*(?:[-*\u2022]|\d+[.)])\s+\S", re.MULTILINE)
+_CSV = re.compile(r"comma-separated", re.I)
+_COUNTED = re.compile(rf"\b{_N} \w+", re.I)
+_COUNT = re.compile(rf"\b{_N}\b", re.I)
 
 
 def _n(word: str) -> int:
@@ -96,11 +99,29 @@ def _list_checks(prompt: str) -> list[Check]:
 
 
 def _csv_checks(prompt: str) -> list[Check]:
-    match = re.search(rf"\b{_N} \w+.*comma-separated|comma-separated.*\b{_N}\b", prompt, re.I)
-    if match is None:
-        return []
-    n = _n(next(g for g in match.groups() if g))
-    return [Check(f"csv=={n}", _csv_items(n))]
+    """A count stated on one line: "5 fruits, comma-separated" or "comma-separated ... 5".
+    Read line by line in linear time (a prompt is untrusted; one regex with two ``.*`` was
+    quadratic)."""
+    for line in prompt.split("\n"):
+        word = _csv_count(line)
+        if word is not None:
+            n = _n(word)
+            return [Check(f"csv=={n}", _csv_items(n))]
+    return []
+
+
+def _csv_count(line: str) -> str | None:
+    """The count of the leftmost of: a number and a word before the last "comma-separated",
+    or the last number after the first one."""
+    marks = list(_CSV.finditer(line))
+    if not marks:
+        return None
+    before = _COUNTED.search(line, 0, marks[-1].start())
+    counts = list(_COUNT.finditer(line, marks[0].end()))
+    after = counts[-1] if counts else None
+    if before is not None and (after is None or before.start() < marks[0].start()):
+        return before.group(1)
+    return after.group(1) if after is not None else None
 
 
 def _case_checks(prompt: str) -> list[Check]:

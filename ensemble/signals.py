@@ -50,19 +50,25 @@ def parse_json(text: str) -> Any:
         end = max(candidate.rfind("}"), candidate.rfind("]"))
         try:
             return json.loads(candidate[start : end + 1])
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
     return None
 
 
-def json_matches(text: str, schema: Mapping[str, Any] | None) -> bool:
-    """The answer parses as JSON and has the schema's required keys of the right types."""
+def json_matches(text: str, schema: Any) -> bool:
+    """The answer parses as JSON and has the schema's required keys of the right types.
+
+    The schema comes from the request: a part that is not what JSON Schema says it is (a
+    property that is not an object, ``required`` that is not a list) constrains nothing."""
     value = parse_json(text)
     if value is None:
         return False
     if not schema:
         return True
-    return _matches(value, schema)
+    try:
+        return _matches(value, schema)
+    except RecursionError:
+        return False
 
 
 _TYPES: dict[str, type | tuple[type, ...]] = {
@@ -75,16 +81,25 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
 }
 
 
-def _matches(value: Any, schema: Mapping[str, Any]) -> bool:
+def _matches(value: Any, schema: Any) -> bool:
+    if not isinstance(schema, Mapping):
+        return True
     expected = _TYPES.get(str(schema.get("type", "")))
     if expected is not None and not isinstance(value, expected):
         return False
     if isinstance(value, dict):
-        properties = schema.get("properties") or {}
-        if any(key not in value for key in schema.get("required") or ()):
+        properties = _of(schema, "properties", Mapping, {})
+        if any(
+            key not in value for key in _of(schema, "required", list, []) if isinstance(key, str)
+        ):
             return False
         return all(_matches(value[k], properties[k]) for k in value if k in properties)
     return True
+
+
+def _of(schema: Mapping[str, Any], key: str, kind: type, default: Any) -> Any:
+    value = schema.get(key)
+    return value if isinstance(value, kind) else default
 
 
 def tool_calls_valid(tool_calls: Sequence[Mapping[str, Any]], tools: Sequence[Any]) -> bool:

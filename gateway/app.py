@@ -30,6 +30,7 @@ from ensemble.route import Pinned, Router
 from gateway.chat import answer
 from gateway.errors import EXCEPTION_HANDLERS
 from gateway.logs import RequestIdMiddleware, configure_logging, request_id_of
+from gateway.openapi import openapi_json
 from gateway.schema import parse_chat
 from gateway.settings import Settings
 
@@ -44,12 +45,16 @@ class Gateway:
     pool: Pool
     strategies: dict[str, Strategy] = field(default_factory=dict)
     models_body: bytes = b""
+    openapi_body: bytes = b""
 
     @classmethod
     def build(cls, settings: Settings, pool: Pool) -> Gateway:
         gateway = cls(settings, pool)
         gateway.strategies = _strategies(settings, pool)
         gateway.models_body = msgspec.json.encode(_models_listing(gateway.strategies))
+        members = [m.name for m in settings.members]
+        auth = bool(settings.server.api_keys)
+        gateway.openapi_body = openapi_json(list(gateway.strategies), members, auth=auth)
         return gateway
 
     def is_member(self, model: str) -> bool:
@@ -141,6 +146,11 @@ async def list_models(state: State) -> Response[bytes]:
     return Response(_gateway(state).models_body, media_type="application/json")
 
 
+@get("/openapi.json", guards=[require_api_key])
+async def openapi(state: State) -> Response[bytes]:
+    return Response(_gateway(state).openapi_body, media_type="application/json")
+
+
 @get("/health")
 async def health() -> dict[str, str]:
     return {"status": "ok"}
@@ -180,7 +190,7 @@ def create_app(settings: Settings, *, pool_factory: PoolFactory | None = None) -
             await pool.aclose()
 
     return Litestar(
-        route_handlers=[chat_completions, list_models, health, ready, cluster],
+        route_handlers=[chat_completions, list_models, openapi, health, ready, cluster],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[RequestIdMiddleware],

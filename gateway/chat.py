@@ -167,7 +167,7 @@ async def _streamed(turn: Turn, strategy: Strategy, request: ChatRequest) -> Res
             "cache-control": "no-cache",
             "x-accel-buffering": "no",
         },
-        background=BackgroundTask(events.aclose),
+        background=BackgroundTask(_aclose, events),
     )
 
 
@@ -229,6 +229,12 @@ async def _drain(turn: Turn, chunks: AsyncIterator[Chunk]) -> None:
 async def _disconnect(receive: Receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+async def _aclose(events: AsyncGenerator[bytes, None]) -> None:
+    """Close the SSE body. A coroutine function: Litestar runs a plain callable such as
+    ``events.aclose`` in a worker thread and never awaits what it returns."""
+    await events.aclose()
 
 
 def _data(payload: Any) -> bytes:

@@ -64,8 +64,14 @@ def handle_booagent_error(_: Request[Any, Any, Any], exc: BooagentError) -> Resp
     return error_response(exc)
 
 
-def handle_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
-    """Litestar's own errors, in OpenAI shape."""
+def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    """Litestar's own errors, in OpenAI shape, keeping their headers (``Allow`` on a 405)."""
+    response = _framework_error(request, exc)
+    response.headers.update(exc.headers or {})
+    return response
+
+
+def _framework_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     if exc.status_code == 404:
         return error_response(RouteNotFound(f"no such endpoint: {exc.detail}"))
     if exc.status_code == 405:

@@ -19,6 +19,33 @@ from ensemble.base import NO_OPTIONS, Options
 Unit = Annotated[float, msgspec.Meta(ge=0, le=1)]
 Penalty = Annotated[float, msgspec.Meta(ge=-2, le=2)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+ContentPart = Annotated[
+    dict[str, Any],
+    msgspec.Meta(
+        description="A content part: a string `type`; a `text` part has a string `text`.",
+        extra_json_schema={
+            "properties": {"type": {"type": "string"}, "text": {"type": "string"}},
+            "required": ["type"],
+            "if": {"properties": {"type": {"const": "text"}}},
+            "then": {"required": ["text"]},
+        },
+    ),
+]
+ResponseFormat = Annotated[
+    dict[str, Any],
+    msgspec.Meta(
+        extra_json_schema={
+            "required": ["type"],
+            "properties": {
+                "type": {"type": "string"},
+                "json_schema": {
+                    "type": ["object", "null"],
+                    "properties": {"schema": {"type": "object"}},
+                },
+            },
+        }
+    ),
+]
 
 FORWARDED = (
     "messages",
@@ -51,7 +78,7 @@ _PATH = re.compile(r"at `\$\.?([^`]*)`")
 
 class Message(msgspec.Struct):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[dict[str, Any]] | None = None
+    content: str | list[ContentPart] | None = None
     name: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
     tool_call_id: str | None = None
@@ -88,7 +115,7 @@ class ChatBody(msgspec.Struct):
     n: Annotated[int, msgspec.Meta(ge=1, le=1)] | None = None
     tools: list[Tool] | None = None
     tool_choice: str | dict[str, Any] | None = None
-    response_format: dict[str, Any] | None = None
+    response_format: ResponseFormat | None = None
     logprobs: bool | None = None
     top_logprobs: Annotated[int, msgspec.Meta(ge=0, le=20)] | None = None
     presence_penalty: Penalty | None = None
@@ -119,8 +146,9 @@ def parse_chat(raw: bytes, members: Sequence[str] = ()) -> ParsedChat:
         checked = msgspec.convert(body, ChatBody)
     except msgspec.ValidationError as exc:
         raise _invalid(str(exc)) from exc
-    if checked.response_format is not None and "type" not in checked.response_format:
-        raise InvalidRequest("`response_format` needs a `type`", param="response_format")
+    if checked.response_format is not None:
+        _check_response_format(checked.response_format)
+    _check_parts(checked.messages)
     options = _options(body.get("booagent"), members)
     return ParsedChat(checked=checked, forward=_forward(body, checked), options=options)
 
@@ -146,6 +174,36 @@ def _options(raw: Any, members: Sequence[str]) -> Options:
     return options
 
 
+def _check_response_format(fmt: dict[str, Any]) -> None:
+    """A string ``type``; a ``json_schema``, when given, is an object whose ``schema`` is one
+    (the cascade checks answers against it)."""
+    if "type" not in fmt:
+        raise InvalidRequest("`response_format` needs a `type`", param="response_format")
+    if not isinstance(fmt["type"], str):
+        raise InvalidRequest(
+            "`response_format.type` must be a string", param="response_format.type"
+        )
+    spec = fmt.get("json_schema")
+    if spec is not None and not isinstance(spec, dict):
+        param = "response_format.json_schema"
+        raise InvalidRequest(f"`{param}` must be an object", param=param)
+    if spec is not None and not isinstance(spec.get("schema", {}), dict):
+        param = "response_format.json_schema.schema"
+        raise InvalidRequest(f"`{param}` must be an object", param=param)
+
+
+def _check_parts(messages: Sequence[Message]) -> None:
+    """Every content part names its ``type``, and its ``text`` (which a ``text`` part needs)
+    is a string: the classifier and the nodes read it as text."""
+    for i, message in enumerate(messages):
+        for j, part in enumerate(message.content if isinstance(message.content, list) else ()):
+            where = f"messages[{i}].content[{j}]"
+            if not isinstance(part.get("type"), str):
+                raise InvalidRequest(f"`{where}.type` must be a string", param=f"{where}.type")
+            if ("text" in part or part["type"] == "text") and not isinstance(part.get("text"), str):
+                raise InvalidRequest(f"`{where}.text` must be a string", param=f"{where}.text")
+
+
 def _decode_object(raw: bytes) -> dict[str, Any]:
     if not raw.strip():
         raise InvalidRequest("the request body is empty; send a JSON object")
@@ -153,6 +211,8 @@ def _decode_object(raw: bytes) -> dict[str, Any]:
         body = msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"the request body is not valid JSON: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest("the request body is not valid UTF-8") from exc
     except RecursionError as exc:
         raise InvalidRequest("the request body is nested too deeply") from exc
     if not isinstance(body, dict):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import yaml
@@ -29,10 +29,15 @@ class ConfigError(BooagentError):
     code = "config_error"
 
 
+ApiKey = Annotated[str, msgspec.Meta(pattern=r"^[!-~]+$")]
+"""Printable ASCII without spaces: header values arrive as bytes (and the SDK sends ASCII
+only), so a key with other characters could never be presented."""
+
+
 class Server(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 8100
-    api_keys: tuple[str, ...] = ()
+    api_keys: tuple[ApiKey, ...] = ()
     max_body_bytes: int = 4 * 1024 * 1024
     virtual_model: str = "booagent-cluster"
     log_level: str = "info"

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backends.errors import InvalidRequest
+from ensemble.classify import Kind, classify
 from gateway.schema import FORWARDED, parse_chat
 
 BASE: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
@@ -260,3 +261,60 @@ class TestInvalid:
         except InvalidRequest:
             return
         assert set(parsed.forward) <= set(FORWARDED)
+
+
+INT_FIELDS = ["n", "top_logprobs", "max_tokens", "max_completion_tokens"]
+plain_text = st.text(
+    st.characters(codec="utf-8", min_codepoint=0x20, exclude_characters='"\\'), max_size=40
+)
+INVALID_UTF8 = [b"\xff", b"\xc3", b"\xe2\x82", b"\xed\xa0\x80", b"\xc0\xaf", b"\xf5\x80\x80\x80"]
+content_parts = st.lists(
+    st.dictionaries(st.sampled_from(["type", "text", "image_url", "x"]), json_values, max_size=3)
+    | st.fixed_dictionaries({"type": st.just("text"), "text": json_values}),
+    max_size=4,
+)
+
+
+class TestHostileInput:
+    @given(plain_text, st.sampled_from(INVALID_UTF8), st.data())
+    def test_invalid_utf8_anywhere_in_a_string_is_rejected(
+        self, text: str, bad: bytes, data: st.DataObject
+    ) -> None:
+        """Invalid UTF-8 spliced into a string value is InvalidRequest, never a decode crash."""
+        body = {**BASE, "messages": [{"role": "user", "content": text}]}
+        raw = json.dumps(body, ensure_ascii=False).encode()
+        start = raw.index(b'"content": "') + len(b'"content": "')
+        at = data.draw(st.integers(start, raw.index(b'"}]', start)), label="at")
+        error = rejected(raw[:at] + bad + raw[at:])
+        assert error.param is None and "UTF-8" in error.message
+
+    @given(st.lists(st.text(st.characters(codec="utf-8"), max_size=30), min_size=1, max_size=4))
+    def test_any_unicode_is_forwarded_unchanged(self, texts: list[str]) -> None:
+        """Any text, escaped or raw UTF-8, reaches the node exactly as sent."""
+        messages = [{"role": "user", "content": t} for t in texts]
+        for ensure_ascii in (True, False):
+            raw = json.dumps({**BASE, "messages": messages}, ensure_ascii=ensure_ascii).encode()
+            assert parse_chat(raw).forward["messages"] == messages
+
+    @pytest.mark.parametrize("field", ["n", "top_logprobs"])
+    @given(st.integers(min_value=2**64) | st.integers(max_value=-(2**64)))
+    def test_integers_beyond_64_bits_name_their_field(self, field: str, value: int) -> None:
+        """A bounded integer field given a number wider than 64 bits names the field."""
+        assert rejected({**BASE, field: value}).param == field
+
+    @pytest.mark.parametrize("field", INT_FIELDS)
+    def test_a_decimal_where_an_integer_is_due_names_the_field(self, field: str) -> None:
+        """``1.0`` is not an integer on the wire (as with OpenAI): the field is named."""
+        assert rejected({**BASE, field: 1.0}).param == field
+
+    @given(content_parts)
+    def test_every_accepted_body_can_be_classified(self, parts: list[dict[str, Any]]) -> None:
+        """Whatever content parts a user message holds, the body is rejected naming a part,
+        or accepted and safe for the classifier (which once crashed on a non-string text)."""
+        body = {**BASE, "messages": [{"role": "user", "content": parts}]}
+        try:
+            parsed = parse_chat(encode(body))
+        except InvalidRequest as error:
+            assert error.param is not None and error.param.startswith("messages[0].content[")
+            return
+        assert classify(parsed.forward) in set(Kind)
