@@ -31,7 +31,12 @@ POLICIES = {
 }
 
 
-def _settings(nodes: list[FaultServer], n_ctx: list[int] | None = None) -> Any:
+RELAXED = {**POLICIES, "timeouts": {**POLICIES["timeouts"], "first_token": 15, "stall": 15}}
+
+
+def _settings(
+    nodes: list[FaultServer], n_ctx: list[int] | None = None, policies: Any = POLICIES
+) -> Any:
     """One member per node, preferred in the order given (the first is tried first)."""
     n_ctx = n_ctx or [2048] * len(nodes)
     members = [{"name": f"m-{n.name}", "n_ctx": c} for n, c in zip(nodes, n_ctx, strict=True)]
@@ -40,17 +45,19 @@ def _settings(nodes: list[FaultServer], n_ctx: list[int] | None = None) -> Any:
         members=members,
         nodes=[{"name": n.name, "member": f"m-{n.name}", "url": n.url} for n in nodes],
         routes={"general": order, "code": order, "chore": order},
-        policies=POLICIES,
+        policies=policies,
     )
 
 
 @contextmanager
-def cluster(*nodes: FaultServer, n_ctx: list[int] | None = None) -> Iterator[openai.OpenAI]:
+def cluster(
+    *nodes: FaultServer, n_ctx: list[int] | None = None, policies: Any = POLICIES
+) -> Iterator[openai.OpenAI]:
     """Start the fault servers and a gateway over them; yield an SDK client (no retries)."""
     with ExitStack() as stack:
         for node in nodes:
             stack.enter_context(node.in_thread())
-        base = stack.enter_context(running_gateway(_settings(list(nodes), n_ctx)))
+        base = stack.enter_context(running_gateway(_settings(list(nodes), n_ctx, policies)))
         yield openai.OpenAI(base_url=f"{base}/v1", api_key="x", max_retries=0, timeout=30)
 
 
@@ -252,7 +259,7 @@ class TestAdmission:
 
     def test_single_slot_node_serves_one_at_a_time(self) -> None:
         node = FaultServer("a", token_interval=0.05)
-        with cluster(node) as client, ThreadPoolExecutor(6) as pool:
+        with cluster(node, policies=RELAXED) as client, ThreadPoolExecutor(6) as pool:
             texts = list(pool.map(lambda _: stream_text(client)[0], range(6)))
         assert texts == ["hello from a"] * 6
         assert node.max_active == 1
@@ -261,7 +268,7 @@ class TestAdmission:
         """A llama-server with 3 slots gets up to 3 requests at once."""
         node = FaultServer("a", token_interval=0.1)
         node.slots = 3
-        with cluster(node) as client, ThreadPoolExecutor(6) as pool:
+        with cluster(node, policies=RELAXED) as client, ThreadPoolExecutor(6) as pool:
             list(pool.map(lambda _: stream_text(client), range(6)))
         assert node.max_active == 3
 
