@@ -58,6 +58,7 @@ def test_killed_node_is_routed_around_and_comes_back(twin_cluster: Cluster) -> N
         with pytest.raises(openai.APIError):
             for _ in stream:
                 pass
+        assert _wait_for(lambda: _states(base)[victim] != ("ready", "closed"), 10)
 
         def ask(_: int) -> str:
             raw = sdk.chat.completions.with_raw_response.create(
@@ -69,6 +70,5 @@ def test_killed_node_is_routed_around_and_comes_back(twin_cluster: Cluster) -> N
         with ThreadPoolExecutor(4) as pool:
             served_by = list(pool.map(ask, range(6)))
         assert served_by.count(survivor) >= 1
-        assert _wait_for(lambda: _states(base)[victim] != ("ready", "closed"), 10)
         assert _wait_for(lambda: _states(base)[victim][0] == "ready", 30)
         assert _wait_for(lambda: victim in {ask(i) for i in range(4)}, 40)
