@@ -33,7 +33,7 @@ test: setup
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check gateway backends ensemble
+	$(BIN)/ruff format --check gateway backends ensemble bench evals
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -162,9 +162,7 @@ class NodeRejected(NodeError):
     type = "invalid_request_error"
     reason = "rejected"
 
-    def __init__(
-        self, node: str, message: str, *, status_code: int = 400, code: str | None = None
-    ):
+    def __init__(self, node: str, message: str, *, status_code: int = 400, code: str | None = None):
         super().__init__(node, message, code=code)
         self.status_code = status_code  # type: ignore[misc]
 

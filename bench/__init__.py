@@ -1,0 +1,1 @@
+"""Benchmarks of the gateway: overhead against a fast upstream, and memory under long load."""

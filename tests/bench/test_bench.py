@@ -1,0 +1,57 @@
+"""The overhead and memory benchmarks, end to end with tiny numbers (no timed assertions)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from bench.overhead import OverheadSettings, run_overhead
+from bench.procs import alive
+from bench.render import overhead_markdown
+from gateway.cli import main
+
+
+def test_overhead_reports_every_figure_and_leaves_no_process() -> None:
+    """Both modes at each level, relay cost, CPU and RSS are reported; both processes are gone."""
+    settings = OverheadSettings(requests=20, concurrency=(1, 4), chunks=10, rounds=2, warmup=5)
+    report = run_overhead(settings)
+
+    assert [(lv.mode, lv.concurrency) for lv in report.levels] == [
+        ("whole", 1),
+        ("whole", 4),
+        ("stream", 1),
+        ("stream", 4),
+    ]
+    for level in report.levels:
+        for side in (level.direct, level.gateway):
+            assert side.errors == 0
+            assert side.requests == 20
+            assert side.rps > 0
+            assert all(math.isfinite(v) for v in (side.latency.p50, side.latency.p99))
+        assert math.isfinite(level.added.p95)
+        assert level.gateway.cpu_per_1000 >= 0
+    assert report.relay is not None and math.isfinite(report.relay.per_chunk_us)
+    assert report.gateway_peak_rss_kib > 0
+    assert len(report.pids) == 2
+    assert not any(alive(pid) for pid in report.pids)
+
+    text = overhead_markdown(report)
+    for needle in ("## Gateway overhead", "TTFT added", "gateway / direct", "CPU s per 1k"):
+        assert needle in text
+    assert "Per-chunk relay cost" in text and "peak RSS" in text
+
+
+def test_memory_command_writes_its_section_and_keeps_the_rest(tmp_path: Path) -> None:
+    """`booagent bench memory` replaces only its own section of the markdown file."""
+    out = tmp_path / "performance.md"
+    out.write_text("# Performance\n\n## Gateway memory\n\nold figures\n\n## Other\n\nkept\n")
+    args = ["bench", "memory", "--requests", "200", "--concurrency", "4", "--interval", "0.1"]
+    result = CliRunner().invoke(main, [*args, "--out", str(out)])
+
+    assert result.exit_code == 0, result.output
+    written = out.read_text()
+    assert "old figures" not in written
+    assert "## Other\n\nkept" in written
+    assert "200 requests" in written and "0 errors" in written and "growth" in written
