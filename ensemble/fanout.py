@@ -1,8 +1,9 @@
 """Ensemble: ask several members (and/or several samples of one) at once, then combine.
 
 At the deadline the candidates that finished are combined and the rest are cancelled, which
-closes their upstream requests and frees their nodes' slots at once. A member failing or
-timing out never fails the request while one candidate is left. Samples of one member queue
+closes their upstream requests and frees their nodes' slots at once; if none has answered by
+then, the first answer to arrive ends the wait. A member failing or timing out never fails
+the request while one candidate is left. Samples of one member queue
 on a single-slot node, so a member gets more samples than it has slots only when the deadline
 leaves room for them (``samples_that_fit``).
 """
@@ -78,13 +79,17 @@ class Ensemble:
     async def _gather(
         self, tasks: Sequence[asyncio.Future[Candidate]], deadline: float
     ) -> AsyncIterator[Chunk]:
+        """Wait until every task is done or the deadline passes; past the deadline, wait on
+        only while no candidate has answered yet (the first answer then ends the wait)."""
         loop = asyncio.get_running_loop()
         until = loop.time() + deadline
         pending = set(tasks)
-        while pending and loop.time() < until:
-            wait = min(self.keepalive_seconds, until - loop.time())
-            _, pending = await asyncio.wait(pending, timeout=wait)
-            if pending and loop.time() < until:
+        while pending and (loop.time() < until or not _any_answered(tasks)):
+            wait = max(0.0, min(self.keepalive_seconds, until - loop.time()))
+            _, pending = await asyncio.wait(
+                pending, timeout=wait or self.keepalive_seconds, return_when=asyncio.FIRST_COMPLETED
+            )
+            if pending and (loop.time() < until or not _any_answered(tasks)):
                 yield KEEPALIVE
 
     def _decide(
@@ -113,6 +118,10 @@ class Ensemble:
             **verdict.why,
         }
         return verdict.winner
+
+
+def _any_answered(tasks: Sequence[asyncio.Future[Candidate]]) -> bool:
+    return any(t.done() and not t.cancelled() and t.result().ok for t in tasks)
 
 
 def _result(task: asyncio.Future[Candidate], member: str) -> Candidate:

@@ -162,10 +162,19 @@ class TestEnsemble:
         assert slow.closed == 1, "the straggler's upstream stream was closed"
         assert [c["outcome"] for c in served.calls] == ["won", "failed"]
 
-    async def test_nobody_in_time_is_an_error(self) -> None:
-        slow = FakeNode("a", delay=5)
+    async def test_past_the_deadline_the_first_answer_is_taken(self) -> None:
+        """Nobody answered by the deadline: the first answer after it ends the wait."""
+        down = FakeNode("a", fail_before=NodeUnreachable("a", "down"))
+        slow, slower = FakeNode("b", reply="late", delay=0.3), FakeNode("c", delay=5)
+        text, served = await run(ensemble(down, slow, slower, deadline_ms=100), CHAT_Q)
+        assert text == "late" and slower.closed == 1
+        assert served.decision["answered"] == 1
+
+    async def test_every_member_failing_is_an_error(self) -> None:
+        error = NodeUnreachable("x", "down")
+        nodes = FakeNode("a", fail_before=error), FakeNode("b", fail_before=error)
         with pytest.raises(AllNodesFailed):
-            await run(ensemble(slow, deadline_ms=200), CHAT_Q)
+            await run(ensemble(*nodes, deadline_ms=200), CHAT_Q)
 
     async def test_samples_use_different_seeds(self) -> None:
         node = FakeNode("a", reply=by_seed("1", "2", "2"))
