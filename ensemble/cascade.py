@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, aclosing
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,15 +74,11 @@ class Cascade:
         ladders = self.settings.ladders
         return ladders.get(kind.value) or ladders.get("default") or self.members
 
-    @asynccontextmanager
-    async def __call__(
+    def __call__(
         self, request: ChatRequest, served: Served, options: Options = NO_OPTIONS
-    ) -> AsyncIterator[AsyncIterator[Chunk]]:
-        run = self._run(request, served, options)
-        try:
-            yield run
-        finally:
-            await run.aclose()
+    ) -> AbstractAsyncContextManager[AsyncIterator[Chunk]]:
+        """The answer stream; leaving the block cancels whatever is still running."""
+        return aclosing(self._run(request, served, options))
 
     async def _run(
         self, request: ChatRequest, served: Served, options: Options

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, aclosing
 from dataclasses import dataclass
 
 from backends.base import Backend, ChatRequest, Chunk, Served
@@ -45,15 +45,11 @@ class Ensemble:
             samples = min(samples, max(self.slots(m) for m in members))
         return [(m, i) for i in range(samples) for m in members]
 
-    @asynccontextmanager
-    async def __call__(
+    def __call__(
         self, request: ChatRequest, served: Served, options: Options = NO_OPTIONS
-    ) -> AsyncIterator[AsyncIterator[Chunk]]:
-        run = self._run(request, served, options)
-        try:
-            yield run
-        finally:
-            await run.aclose()
+    ) -> AbstractAsyncContextManager[AsyncIterator[Chunk]]:
+        """The answer stream; leaving the block cancels whatever is still running."""
+        return aclosing(self._run(request, served, options))
 
     async def _run(
         self, request: ChatRequest, served: Served, options: Options
