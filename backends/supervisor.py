@@ -170,7 +170,7 @@ async def _terminate(proc: Process, grace: float) -> int:
     return await proc.wait()
 
 
-def _die_with_parent() -> Callable[[], None] | None:
+def die_with_parent() -> Callable[[], None] | None:
     """A ``preexec_fn`` asking Linux to SIGTERM the child when its parent dies."""
     if not sys.platform.startswith("linux"):
         return None
@@ -332,9 +332,7 @@ class NodeSupervisor:
         self._changed = asyncio.Event()
         self._client = httpx.AsyncClient(timeout=timings.probe_timeout, trust_env=False)
         log = structlog.get_logger("booagent.supervisor")
-        ctx = _Context(
-            timings, self._client, log, self._on_change, clock, sleep, _die_with_parent()
-        )
+        ctx = _Context(timings, self._client, log, self._on_change, clock, sleep, die_with_parent())
         local = [node for node in nodes if node.local is not None]
         self._nodes = {
             node.name: _NodeProcess(node, command(node), log_dir / f"{node.name}.log", ctx)

@@ -9,23 +9,22 @@ killed (``PR_SET_PDEATHSIG`` on Linux). CPU time and memory are read from ``/pro
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import random
 import signal
 import socket
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 import httpx
 
+from backends.supervisor import die_with_parent
+
 ROOT = Path(__file__).resolve().parent.parent
-_PR_SET_PDEATHSIG = 1
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -63,18 +62,6 @@ def alive(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return False
     return state != "Z"
-
-
-def _die_with_parent() -> Callable[[], None]:
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    parent = os.getpid()
-
-    def set_death_signal() -> None:
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-        if os.getppid() != parent:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return set_death_signal
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +105,7 @@ class Processes:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 env=env,
-                preexec_fn=_die_with_parent() if sys.platform.startswith("linux") else None,
+                preexec_fn=die_with_parent(),
             )
         spawned = Spawned(name, popen, log, url)
         self.spawned.append(spawned)
