@@ -24,6 +24,16 @@ from gateway.settings import Settings
 T = TypeVar("T")
 
 
+def eventually(check: Callable[[], object], timeout: float = 10.0) -> bool:
+    """Poll ``check`` until it is truthy or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,7 +11,7 @@ import openai
 import pytest
 
 from tests.e2e.conftest import SMOL, Cluster, start_cluster, stop_cluster
-from tests.harness import running_gateway
+from tests.harness import eventually, running_gateway
 
 pytestmark = pytest.mark.e2e
 
@@ -32,14 +31,6 @@ def _states(base: str) -> dict[str, tuple[str, str]]:
     return {n["name"]: (n["state"], n["breaker"]) for n in nodes}
 
 
-def _wait_for(check: object, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return True
-        time.sleep(0.1)
-    return False
-
 
 def test_killed_node_is_routed_around_and_comes_back(twin_cluster: Cluster) -> None:
     """A stream on the killed node ends in an error (never a clean end); every request
@@ -58,7 +49,7 @@ def test_killed_node_is_routed_around_and_comes_back(twin_cluster: Cluster) -> N
         with pytest.raises(openai.APIError):
             for _ in stream:
                 pass
-        assert _wait_for(lambda: _states(base)[victim] != ("ready", "closed"), 10)
+        assert eventually(lambda: _states(base)[victim] != ("ready", "closed"), 10)
 
         def ask(_: int) -> str:
             raw = sdk.chat.completions.with_raw_response.create(
@@ -70,5 +61,5 @@ def test_killed_node_is_routed_around_and_comes_back(twin_cluster: Cluster) -> N
         with ThreadPoolExecutor(4) as pool:
             served_by = list(pool.map(ask, range(6)))
         assert served_by.count(survivor) >= 1
-        assert _wait_for(lambda: _states(base)[victim][0] == "ready", 30)
-        assert _wait_for(lambda: victim in {ask(i) for i in range(4)}, 40)
+        assert eventually(lambda: _states(base)[victim][0] == "ready", 30)
+        assert eventually(lambda: victim in {ask(i) for i in range(4)}, 40)

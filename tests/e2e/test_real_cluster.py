@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -11,7 +10,7 @@ import openai
 import pytest
 
 from tests.e2e.conftest import CODER, SMOL, Cluster
-from tests.harness import running_gateway
+from tests.harness import eventually, running_gateway
 
 pytestmark = pytest.mark.e2e
 
@@ -240,8 +239,8 @@ class TestDisconnect:
             lines = response.iter_lines()
             [next(lines) for _ in range(6)]
         log = real_cluster.supervisor.log_path("smol-1")
-        assert _eventually(lambda: "Disconnected from client" in log.read_text())
-        assert _eventually(lambda: _in_flight(gateway_url, "smol-1") == 0)
+        assert eventually(lambda: "Disconnected from client" in log.read_text())
+        assert eventually(lambda: _in_flight(gateway_url, "smol-1") == 0)
         done = httpx.post(
             f"{gateway_url}/v1/chat/completions",
             json={"model": SMOL, "messages": HELLO, "max_tokens": 4},
@@ -254,11 +253,3 @@ def _in_flight(base: str, node: str) -> int:
     nodes = httpx.get(f"{base}/v1/cluster").json()["nodes"]
     return int(next(n["in_flight"] for n in nodes if n["name"] == node))
 
-
-def _eventually(check: object, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return True
-        time.sleep(0.05)
-    return False

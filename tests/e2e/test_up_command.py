@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -14,7 +13,7 @@ import pytest
 import yaml
 
 from tests.e2e.conftest import MEMBERS, SMOL, model_file
-from tests.harness import free_port
+from tests.harness import eventually, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -48,14 +47,6 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _wait(check: object, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return True
-        time.sleep(0.2)
-    return False
-
 
 def _node_pids(node_port: int) -> list[int]:
     pids = []
@@ -81,7 +72,7 @@ def test_up_serves_then_stops_everything_on_sigterm(tmp_path: Path) -> None:
         proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{gateway_port}"
     try:
-        assert _wait(lambda: _ready(base), 120), "the gateway never became ready"
+        assert eventually(lambda: _ready(base), 120), "the gateway never became ready"
         reply = httpx.post(
             f"{base}/v1/chat/completions",
             json={"model": "booagent-cluster", "messages": [{"role": "user", "content": "Hi"}],
@@ -93,7 +84,7 @@ def test_up_serves_then_stops_everything_on_sigterm(tmp_path: Path) -> None:
         assert nodes, "the node process runs"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
-        assert _wait(lambda: not any(_alive(pid) for pid in nodes), 10), "a node outlived up"
+        assert eventually(lambda: not any(_alive(pid) for pid in nodes), 10), "a node outlived up"
     finally:
         if proc.poll() is None:
             proc.kill()

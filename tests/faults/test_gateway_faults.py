@@ -9,7 +9,7 @@ that a cut answer never ends like a complete one.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from typing import Any
@@ -20,7 +20,7 @@ import openai
 import pytest
 
 from tests.faults.upstream import FaultServer, Scenario
-from tests.harness import make_settings, running_gateway
+from tests.harness import eventually, make_settings, running_gateway
 
 HELLO = [{"role": "user", "content": "hello"}]
 POLICIES = {
@@ -77,14 +77,6 @@ def stream_text(client: openai.OpenAI) -> tuple[str, str | None, str]:
             finish = chunk.choices[0].finish_reason or finish
     return text, finish, raw.headers["x-booagent-node"]
 
-
-def eventually(check: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 class TestBeforeTheFirstToken:
