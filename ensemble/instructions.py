@@ -22,7 +22,17 @@ _NUMBERS = {
 _N = r"(\d+|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|single)"
 _WORDS = re.compile(r"[A-Za-z0-9']+")
 _LIST_LINE = re.compile(r"^[^\S\n]*(?:[-*\u2022]|\d+[.)])\s+\S", re.MULTILINE)
-_CSV = re.compile(r"comma-separated", re.I)
+_CSV = re.compile(r"comma-separated|separated by commas", re.I)
+_LINES = re.compile(rf"\b(?:write|exactly|in) {_N} lines\b", re.I)
+_PER_LINE = re.compile(rf"\b{_N} (?:[\w-]+ ){{0,2}}[\w-]+, one per line\b", re.I)
+_WORD_TIMES = re.compile(rf"\bthe word '([^']+)' exactly (once|twice|thrice|{_N} times?)\b", re.I)
+_NO_LETTER = re.compile(
+    r"\b(?:without (?:using )?|(?:do not|don't|never) use )the letter '(\w)'", re.I
+)
+_JSON_ASKED = re.compile(
+    r"\bjson (array|object|list)\b|\b(?:as|in|only|valid|return|output|respond with) (json)\b", re.I
+)
+_NO_FENCE = re.compile(r"\bwithout (?:a |any )?code (?:block|fence)s?\b|\bno code blocks?\b", re.I)
 _COUNTED = re.compile(rf"\b{_N} \w+", re.I)
 _COUNT = re.compile(rf"\b{_N}\b", re.I)
 
@@ -33,10 +43,21 @@ def _n(word: str) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Check:
-    """One instruction: its name and a test of an answer."""
+    """One instruction: its name, a test of an answer, and the rule in words.
+
+    ``rule`` and ``measure`` tell a model what it got wrong (the cascade's repair step):
+    "use exactly 8 words" and, for an answer, "it has 9".
+    """
 
     name: str
     test: Callable[[str], bool]
+    rule: str = ""
+    measure: Callable[[str], str] | None = None
+
+    def broken(self, answer: str) -> str:
+        """The rule in words, with what the answer did when that can be counted."""
+        rule = self.rule or self.name
+        return f"{rule} (yours: {self.measure(answer)})" if self.measure else rule
 
 
 def _word_count(text: str) -> int:
@@ -47,41 +68,54 @@ def _letters(text: str) -> str:
     return "".join(ch for ch in text if ch.isalpha())
 
 
+def _lines(text: str) -> list[str]:
+    return [line for line in text.strip().splitlines() if line.strip()]
+
+
 def _words(test: Callable[[int], bool]) -> Callable[[str], bool]:
     return lambda text: test(_word_count(text))
+
+
+def _word_check(name: str, test: Callable[[int], bool], rule: str) -> Check:
+    return Check(name, _words(test), rule, lambda t: f"{_word_count(t)} words")
 
 
 def _list_items(n: int) -> Callable[[str], bool]:
     return lambda text: len(_LIST_LINE.findall(text)) == n
 
 
-def _csv_items(n: int) -> Callable[[str], bool]:
-    return lambda text: len([p for p in text.strip().split(",") if p.strip()]) == n
+def _csv_parts(text: str) -> list[str]:
+    return [p for p in text.strip().split(",") if p.strip()]
 
 
 def _json_checks(prompt: str) -> list[Check]:
-    lowered = prompt.lower()
-    if "json array" in lowered:
-        return [Check("json_array", lambda t: isinstance(parse_json(t), list))]
-    if "json" in lowered:
-        return [Check("json", lambda t: parse_json(t) is not None)]
-    return []
+    checks: list[Check] = []
+    asked = _JSON_ASKED.search(prompt)
+    if asked and (asked.group(1) or "").lower() == "array":
+        rule = "answer with a valid JSON array"
+        checks.append(Check("json_array", lambda t: isinstance(parse_json(t), list), rule))
+    elif asked:
+        checks.append(Check("json", lambda t: parse_json(t) is not None, "answer with valid JSON"))
+    if _NO_FENCE.search(prompt):
+        rule = "no code block (no ``` fences)"
+        checks.append(Check("no_code_block", lambda t: "```" not in t, rule))
+    return checks
 
 
 def _count_checks(prompt: str) -> list[Check]:
     checks: list[Check] = []
     for match in re.finditer(rf"\bexactly {_N} words?\b|\bin {_N} words\b", prompt, re.I):
         n = _n(match.group(1) or match.group(2))
-        checks.append(Check(f"words=={n}", _words(n.__eq__)))
+        checks.append(_word_check(f"words=={n}", n.__eq__, f"use exactly {n} words"))
     for match in re.finditer(rf"\b{_N}-word\b", prompt, re.I):
         n = _n(match.group(1))
-        checks.append(Check(f"words=={n}", _words(n.__eq__)))
+        checks.append(_word_check(f"words=={n}", n.__eq__, f"use exactly {n} words"))
     for match in re.finditer(r"\b(?:fewer|less) than (\d+) words\b", prompt, re.I):
         n = int(match.group(1))
-        checks.append(Check(f"words<{n}", _words(n.__gt__)))
+        checks.append(_word_check(f"words<{n}", n.__gt__, f"use fewer than {n} words"))
     for match in re.finditer(r"\bat most (\d+) words\b", prompt, re.I):
         n = int(match.group(1))
-        checks.append(Check(f"words<={n}", _words(n.__ge__)))
+        checks.append(_word_check(f"words<={n}", n.__ge__, f"use at most {n} words"))
     return checks
 
 
@@ -95,7 +129,18 @@ def _list_checks(prompt: str) -> list[Check]:
     if match is None:
         return []
     n = _n(next(g for g in match.groups() if g))
-    return [Check(f"list_items=={n}", _list_items(n))]
+    measure = lambda t: f"{len(_LIST_LINE.findall(t))} items"  # noqa: E731
+    return [Check(f"list_items=={n}", _list_items(n), f"a list of exactly {n} items", measure)]
+
+
+def _line_checks(prompt: str) -> list[Check]:
+    """ "Write two lines", "exactly 3 lines", "five languages, one per line"."""
+    match = _LINES.search(prompt) or _PER_LINE.search(prompt)
+    if match is None:
+        return []
+    n = _n(match.group(1))
+    measure = lambda t: f"{len(_lines(t))} lines"  # noqa: E731
+    return [Check(f"lines=={n}", lambda t: len(_lines(t)) == n, f"exactly {n} lines", measure)]
 
 
 def _csv_checks(prompt: str) -> list[Check]:
@@ -105,9 +150,14 @@ def _csv_checks(prompt: str) -> list[Check]:
     for line in prompt.split("\n"):
         word = _csv_count(line)
         if word is not None:
-            n = _n(word)
-            return [Check(f"csv=={n}", _csv_items(n))]
+            return [_csv_check(_n(word))]
     return []
+
+
+def _csv_check(n: int) -> Check:
+    measure = lambda t: f"{len(_csv_parts(t))} items"  # noqa: E731
+    test = lambda t: len(_csv_parts(t)) == n  # noqa: E731
+    return Check(f"csv=={n}", test, f"exactly {n} items separated by commas", measure)
 
 
 def _csv_count(line: str) -> str | None:
@@ -128,10 +178,35 @@ def _case_checks(prompt: str) -> list[Check]:
     lowered = prompt.lower()
     checks = []
     if re.search(r"\b(?:all |only |entirely in )?lowercase\b", lowered):
-        checks.append(Check("lowercase", lambda t: _letters(t) == _letters(t).lower()))
+        test = lambda t: _letters(t) == _letters(t).lower()  # noqa: E731
+        checks.append(Check("lowercase", test, "only lowercase letters"))
     if re.search(r"\ball capital letters\b|\ball caps\b|\buppercase\b", lowered):
-        checks.append(Check("uppercase", lambda t: _letters(t) == _letters(t).upper()))
+        test = lambda t: _letters(t) == _letters(t).upper()  # noqa: E731
+        checks.append(Check("uppercase", test, "only uppercase letters"))
     return checks
+
+
+def _occurrence_checks(prompt: str) -> list[Check]:
+    """ "use the word 'banana' exactly twice"; "without (using) the letter 'a'"."""
+    checks = [_word_times(m.group(1), _times(m.group(2))) for m in _WORD_TIMES.finditer(prompt)]
+    return checks + [_no_letter(m.group(1).lower()) for m in _NO_LETTER.finditer(prompt)]
+
+
+def _word_times(word: str, n: int) -> Check:
+    pattern = re.compile(rf"\b{re.escape(word)}\b", re.I)
+    measure = lambda t: f"{len(pattern.findall(t))} times"  # noqa: E731
+    test = lambda t: len(pattern.findall(t)) == n  # noqa: E731
+    return Check(f"word_times=={n}", test, f"use the word '{word}' exactly {n} times", measure)
+
+
+def _no_letter(letter: str) -> Check:
+    measure = lambda t: f"{t.lower().count(letter)} times"  # noqa: E731
+    test = lambda t: letter not in t.lower()  # noqa: E731
+    return Check("no_letter", test, f"never use the letter '{letter}' (in any word)", measure)
+
+
+def _times(word: str) -> int:
+    return {"once": 1, "twice": 2, "thrice": 3}.get(word.lower()) or _n(word.split()[0])
 
 
 def _answer_checks(prompt: str) -> list[Check]:
@@ -139,21 +214,25 @@ def _answer_checks(prompt: str) -> list[Check]:
     choice = re.search(r"\banswer with only (\w+) or (\w+)\b", prompt, re.I)
     if choice:
         options = {choice.group(1).lower(), choice.group(2).lower()}
-        checks.append(Check("choice", lambda t: " ".join(_WORDS.findall(t.lower())) in options))
+        test = lambda t: " ".join(_WORDS.findall(t.lower())) in options  # noqa: E731
+        rule = f"answer with only {choice.group(1)} or {choice.group(2)}"
+        checks.append(Check("choice", test, rule))
     if re.search(r"\b(?:reply|answer) with a single word\b", prompt, re.I):
-        checks.append(Check("one_word", lambda t: _word_count(t) == 1))
+        checks.append(_word_check("one_word", (1).__eq__, "a single word"))
     start = re.search(
         r"\bstart (?:your (?:answer|reply) )?with (?:the word )?'([^']+)'", prompt, re.I
     )
     if start:
         prefix = start.group(1)
-        checks.append(Check("starts_with", lambda t: t.strip().startswith(prefix)))
+        test = lambda t: t.strip().startswith(prefix)  # noqa: E731
+        checks.append(Check("starts_with", test, f"start with '{prefix}'"))
     end = re.search(r"\bend your (?:reply|answer) with the exact phrase '([^']+)'", prompt, re.I)
     if end:
         suffix = end.group(1)
-        checks.append(Check("ends_with", lambda t: t.strip().endswith(suffix)))
+        test = lambda t: t.strip().endswith(suffix)  # noqa: E731
+        checks.append(Check("ends_with", test, f"end with the exact phrase '{suffix}'"))
     if re.search(r"\bwithout using any commas\b", prompt, re.I):
-        checks.append(Check("no_commas", lambda t: "," not in t))
+        checks.append(Check("no_commas", lambda t: "," not in t, "no commas at all"))
     return checks
 
 
@@ -163,8 +242,10 @@ def instruction_checks(prompt: str) -> list[Check]:
         *_json_checks(prompt),
         *_count_checks(prompt),
         *_list_checks(prompt),
+        *_line_checks(prompt),
         *_csv_checks(prompt),
         *_case_checks(prompt),
+        *_occurrence_checks(prompt),
         *_answer_checks(prompt),
     ]
 
@@ -175,3 +256,8 @@ def failed_checks(prompt: str, answer: str) -> list[str] | None:
     if not checks:
         return None
     return [c.name for c in checks if not c.test(answer)]
+
+
+def broken_rules(prompt: str, answer: str) -> list[str]:
+    """The instructions the answer breaks, in words (empty when it keeps them all)."""
+    return [c.broken(answer) for c in instruction_checks(prompt) if not c.test(answer)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ensemble.instructions import failed_checks
+from ensemble.instructions import broken_rules, failed_checks
 
 CASES = [
     ("Describe the ocean in exactly five words.", "Vast blue deep salty waves.", []),
@@ -28,6 +28,28 @@ CASES = [
     ("End your reply with the exact phrase 'Bye!'", "Hello. Bye!", []),
     ("Write two sentences without using any commas.", "One, two.", ["no_commas"]),
     ("What is the opposite of hot? Reply with a single word.", "Cold", []),
+    ("Give your answer as JSON: the capital of France.", '{"capital": "Paris"}', []),
+    ("Give your answer as JSON: the capital of France.", "Paris", ["json"]),
+    ("Write a sentence that uses the word 'cat' exactly twice.", "My cat likes a cat.", []),
+    (
+        "Write a sentence that uses the word 'cat' exactly twice.",
+        "Cats! My cat.",
+        ["word_times==2"],
+    ),
+    ("Use the word 'go' exactly three times.", "go go Go", []),
+    ("Without using the letter 'e', describe a cat.", "A cat is soft.", []),
+    ("Without using the letter 'e', describe a cat.", "Fur everywhere.", ["no_letter"]),
+    ("Don't use the letter 'o' at all.", "Hi!", []),
+    ("Write two lines: a title, then a subtitle.", "Title\nSubtitle", []),
+    ("Write two lines: a title, then a subtitle.", "Title and subtitle", ["lines==2"]),
+    ("List four rivers, one per line, with no numbering.", "Nile\nRhine\nPo\nVolga", []),
+    ("List four rivers, one per line, with no numbering.", "Nile, Rhine", ["lines==4"]),
+    ("Name three colours separated by commas.", "red, blue, green", []),
+    (
+        'Return a JSON object with key "a", without a code block.',
+        '```\n{"a": 1}\n```',
+        ["no_code_block"],
+    ),
 ]
 
 
@@ -38,3 +60,19 @@ def test_checks(prompt: str, answer: str, failed: list[str]) -> None:
 
 def test_no_checkable_instruction_gives_none() -> None:
     assert failed_checks("Tell me about the moon.", "It orbits the earth.") is None
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    ["What does JSON stand for?", "Use the word 'x' exactly many times.", "Use a letter."],
+)
+def test_mentions_that_are_not_instructions_give_none(prompt: str) -> None:
+    assert failed_checks(prompt, "anything") is None
+
+
+def test_broken_rules_say_what_is_wrong_and_by_how_much() -> None:
+    prompt = "Describe the sea in exactly 8 words, without using the letter 'z'."
+    assert broken_rules(prompt, "The sea is big and blue.") == [
+        "use exactly 8 words (yours: 6 words)"
+    ]
+    assert broken_rules(prompt, "Eight words about a sea that is blue.") == []
