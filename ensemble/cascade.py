@@ -3,7 +3,9 @@
 Score, then decide: each step's answer gets a :class:`Signal` (valid code, valid JSON, valid
 tool arguments, or agreement between two samples of that step); an answer whose signal passes
 is streamed, otherwise the next, stronger member is asked. The last step is always accepted,
-and if it fails the best earlier answer is used.
+and if it fails the best earlier answer is used. With ``repair`` set, an answer a checker can
+fault (a broken instruction, invalid JSON or code) is sent back once to its member with the
+faults named (:mod:`ensemble.repair`), and the new answer wins if it has fewer.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from ensemble.candidates import Candidate, ask, replay, settle
 from ensemble.classify import Kind, classify, last_user_text
 from ensemble.config import CascadeSettings
 from ensemble.instructions import failed_checks
+from ensemble.repair import problems, repair_request
 from ensemble.signals import code_parses, json_matches, short_form, similarity, tool_calls_valid
 
 
@@ -94,9 +97,14 @@ class Cascade:
                 yield beat
             if steps[-1]["accepted"]:
                 break
-        winner = _winner(tried, steps)
+        winner = _winner(tried)
+        if winner is not None and self.settings.repair:
+            async for beat in self._repair(request, kind, winner, tried, steps):
+                yield beat
+            winner = _winner(tried)
         settle(served, tried, winner, texts=options.explain)
-        served.decision = {"strategy": self.name, "steps": steps, "escalations": len(steps) - 1}
+        escalations = sum(1 for step in steps if step["signal"] != "repair") - 1
+        served.decision = {"strategy": self.name, "steps": steps, "escalations": escalations}
         if winner is None:
             raise AllNodesFailed("every member of the cascade failed", failures=[])
         async for chunk in replay(winner):
@@ -132,6 +140,33 @@ class Cascade:
         steps.append({"member": member, "signal": signal.name, "score": signal.score,
                       "accepted": signal.accept})  # fmt: skip
 
+    async def _repair(
+        self,
+        request: ChatRequest,
+        kind: Kind,
+        winner: Candidate,
+        tried: list[Candidate],
+        steps: list[dict[str, Any]],
+    ) -> AsyncIterator[Chunk]:
+        """Ask the winner's member once more with its faults named; keep the better answer."""
+        found = problems(winner, request.body, kind)
+        if not found:
+            return
+        task = asyncio.ensure_future(
+            ask(self.backend, repair_request(request, winner, found), winner.member)
+        )
+        async for beat in self._waiting(task):
+            yield beat
+        fixed = task.result()
+        tried.append(fixed)
+        left = problems(fixed, request.body, kind) if fixed.ok else found
+        better = fixed.ok and len(left) < len(found)
+        fixed.outcome = "accepted" if better else "rejected"
+        if better:
+            winner.outcome = "repaired"
+        steps.append({"member": winner.member, "signal": "repair", "score": None,
+                      "problems": found, "left": left, "accepted": better})  # fmt: skip
+
     def _signal(
         self, candidate: Candidate, request: ChatRequest, kind: Kind, last: bool
     ) -> Signal | None:
@@ -154,9 +189,9 @@ class Cascade:
                 await asyncio.gather(task, return_exceptions=True)
 
 
-def _winner(tried: Sequence[Candidate], steps: Sequence[dict[str, Any]]) -> Candidate | None:
-    """The accepted answer, else the strongest member's answer that exists."""
-    answered = [c for c in tried if c.ok]
+def _winner(tried: Sequence[Candidate]) -> Candidate | None:
+    """The last accepted answer, else the strongest member's answer that was not rejected."""
+    answered = [c for c in tried if c.ok and c.outcome != "rejected"]
     accepted = [c for c in answered if c.outcome == "accepted"]
     if accepted:
         return accepted[-1]

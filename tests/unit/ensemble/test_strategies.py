@@ -120,6 +120,56 @@ class TestCascade:
         assert served.extra_usage["completion_tokens"] == 2, "the cheap answer's two chunks"
 
 
+SEA_Q = {"messages": [{"role": "user", "content": "Describe the sea in exactly 3 words."}]}
+
+
+def on_feedback(first: str, fixed: str) -> Any:
+    """A reply function: ``first``, and ``fixed`` once told what is wrong."""
+    return lambda request: fixed if len(request.body["messages"]) > 1 else first
+
+
+class TestRepair:
+    async def test_a_broken_instruction_is_sent_back_with_the_fault_named(self) -> None:
+        node = FakeNode("s", reply=on_feedback("The sea is very big.", "Vast blue sea."))
+        text, served = await run(cascade(node, ladder=("cheap",), repair=True), SEA_Q)
+        assert text == "Vast blue sea."
+        feedback = node.requests[1].body["messages"]
+        assert feedback[1] == {"role": "assistant", "content": "The sea is very big."}
+        assert "use exactly 3 words (yours: 5 words)" in feedback[2]["content"]
+        assert [c["outcome"] for c in served.calls] == ["repaired", "accepted"]
+        step = served.decision["steps"][-1]
+        assert step["signal"] == "repair" and step["accepted"] and step["left"] == []
+        assert served.decision["escalations"] == 0
+
+    async def test_a_repair_that_is_no_better_is_dropped(self) -> None:
+        node = FakeNode("s", reply=on_feedback("The sea is very big.", "The sea is big."))
+        text, served = await run(cascade(node, ladder=("cheap",), repair=True), SEA_Q)
+        assert text == "The sea is very big."
+        assert [c["outcome"] for c in served.calls] == ["accepted", "rejected"]
+        assert served.extra_usage["completion_tokens"] > 0, "the dropped repair is paid for"
+
+    async def test_a_failed_repair_keeps_the_answer(self) -> None:
+        def reply(request: ChatRequest) -> str:
+            if len(request.body["messages"]) > 1:
+                raise NodeUnreachable("s", "gone")
+            return "The sea is very big."
+
+        node = FakeNode("s", reply=reply)
+        text, served = await run(cascade(node, ladder=("cheap",), repair=True), SEA_Q)
+        assert text == "The sea is very big."
+        assert [c["outcome"] for c in served.calls] == ["accepted", "failed"]
+
+    async def test_an_answer_that_keeps_the_rules_is_not_repaired(self) -> None:
+        node = FakeNode("s", reply="Vast blue sea.")
+        _, served = await run(cascade(node, ladder=("cheap",), repair=True), SEA_Q)
+        assert len(node.requests) == 1 and len(served.calls) == 1
+
+    async def test_repair_is_off_unless_configured(self) -> None:
+        node = FakeNode("s", reply="The sea is very big.")
+        await run(cascade(node, ladder=("cheap",)), SEA_Q)
+        assert len(node.requests) == 1
+
+
 class TestEnsemble:
     async def test_majority_vote_on_numbers(self) -> None:
         nodes = FakeNode("a", reply="It is 7."), FakeNode("b", reply="7"), FakeNode("c", reply="8")
@@ -243,14 +293,17 @@ class TestProperties:
     @given(
         replies=st.lists(
             st.sampled_from(["a b c", "x y", "```python\ndef f(:\n```"]), min_size=2, max_size=3
-        )
+        ),
+        repair=st.booleans(),
     )
-    def test_cascade_call_bound(self, replies: list[str]) -> None:
-        """At most two calls per ladder step, and the answer is one a member gave."""
+    def test_cascade_call_bound(self, replies: list[str], repair: bool) -> None:
+        """At most two calls per ladder step (plus one repair), and the answer is one a member
+        gave."""
         nodes = [FakeNode(f"n{i}", reply=r) for i, r in enumerate(replies)]
         ladder = ("cheap", "strong", "third")[: len(nodes)]
-        text, _ = asyncio.run(run(cascade(*nodes, ladder=ladder), CHAT_Q))
-        assert sum(len(n.requests) for n in nodes) <= 2 * len(nodes)
+        body = {"messages": [{"role": "user", "content": "Say it in exactly 2 words."}]}
+        text, _ = asyncio.run(run(cascade(*nodes, ladder=ladder, repair=repair), body))
+        assert sum(len(n.requests) for n in nodes) <= 2 * len(nodes) + repair
         assert text in replies
 
 
