@@ -6,7 +6,8 @@ These are plain msgspec structs so a YAML mapping converts into them with field-
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -37,7 +38,8 @@ class LocalProcess(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class Node(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """One llama.cpp server. ``capacity`` overrides the learned number of slots."""
+    """One llama.cpp server. ``capacity`` overrides the learned number of slots; ``host`` names
+    the machine it runs on (default: its URL's host name), for the limits under ``hosts``."""
 
     name: str
     member: str
@@ -46,6 +48,23 @@ class Node(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     capacity: int | None = None
     api_key: str | None = None
     local: LocalProcess | None = None
+    host: str | None = None
+
+    @property
+    def host_name(self) -> str:
+        return self.host or urlsplit(self.url).hostname or self.url
+
+
+class Host(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A machine that several nodes share: at most ``max_active`` requests run on it at once.
+
+    Nodes on one machine share its cores (and llama.cpp's threads spin while they wait), so two
+    generations at once on a 2-core machine each run far slower than half speed; a host limit
+    queues the second request instead.
+    """
+
+    name: str
+    max_active: Annotated[int, msgspec.Meta(ge=1)]
 
 
 class Timeouts(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -52,10 +52,22 @@ class ManagedNode:
     admission: Admission
     stats: NodeStats = field(default_factory=NodeStats)
     kind: str = "unknown"
+    host: Admission | None = None
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def load(self) -> float:
+        """Outstanding work per slot, of the node or of its host if that is busier."""
+        own = self.admission.load
+        return own if self.host is None else max(own, self.host.load)
+
+    @property
+    def free(self) -> bool:
+        """True when a request would start at once (on the node and on its host)."""
+        return bool(self.admission.free) and (self.host is None or bool(self.host.free))
 
     def apply_probe(self, probe: Probe) -> None:
         """Take a probe's verdict; learn kind and slot count unless the config fixes them."""
@@ -77,6 +89,9 @@ class ManagedNode:
             "in_flight": self.admission.in_flight,
             "queued": self.admission.queued,
             "capacity": self.admission.capacity,
+            "host": self.spec.host_name,
+            "host_in_flight": None if self.host is None else self.host.in_flight,
+            "host_capacity": None if self.host is None else self.host.capacity,
             "ttft_seconds": _round(self.stats.ttft),
             "tokens_per_second": _round(self.stats.tokens_per_second),
             "served": self.stats.served,

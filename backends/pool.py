@@ -87,12 +87,16 @@ class Pool:
         ]
 
     def member_slots(self, member: str) -> int:
-        """How many requests the ready nodes of ``member`` can run side by side."""
-        return sum(
-            n.admission.capacity
-            for n in self.nodes
-            if n.member.name == member and n.health.available()
+        """How many requests the ready nodes of ``member`` can run side by side (a shared
+        host's limit counts once for all its nodes)."""
+        ready = [n for n in self.nodes if n.member.name == member and n.health.available()]
+        own = sum(n.admission.capacity for n in ready if n.host is None)
+        hosts = {id(n.host): n.host for n in ready if n.host is not None}
+        shared = sum(
+            min(h.capacity, sum(n.admission.capacity for n in ready if n.host is h))
+            for h in hosts.values()
         )
+        return own + shared
 
     def has_capacity(self, members: Sequence[str]) -> bool:
         """True when a node of one of these members could take a request."""
@@ -169,9 +173,14 @@ class Pool:
         return choose(eligible, request, state.tried, self._rng)
 
     async def _admit(self, node: ManagedNode, served: Served, stack: AsyncExitStack) -> None:
+        """A slot on the node's host (when it has a limit), then on the node: always in that
+        order, so two requests never wait for each other. One queue time limit for both."""
         loop = asyncio.get_running_loop()
         waited = loop.time()
-        await stack.enter_async_context(node.admission.slot(self._policies.timeouts.queue))
+        limit = waited + self._policies.timeouts.queue
+        if node.host is not None:
+            await stack.enter_async_context(node.host.slot(limit - loop.time()))
+        await stack.enter_async_context(node.admission.slot(max(0.0, limit - loop.time())))
         served.queue_wait += loop.time() - waited
 
     def _failed(self, node: ManagedNode, exc: NodeError, state: Attempts) -> None:

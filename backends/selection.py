@@ -2,7 +2,8 @@
 
 Nodes not yet tried by this request come first. Among them: for chores (``prefer_idle``) an idle
 node of the fastest member; otherwise the most preferred member that has a node. Within that
-group, the least outstanding work per slot, then the lowest recent time to first token, then a
+group, the least outstanding work per slot (of the node, or of its host when that is busier),
+then the lowest recent time to first token, then a
 random draw, so equal nodes share the load instead of the first one taking it all.
 """
 
@@ -21,7 +22,7 @@ def choose(
     """Pick one of ``eligible`` (which must not be empty)."""
     fresh = [n for n in eligible if n.name not in tried] or list(eligible)
     group = _fastest_idle(fresh) if request.prefer_idle else _most_preferred(fresh, request)
-    return min(group, key=lambda n: (n.admission.load, n.stats.ttft or 0.0, rng.random()))
+    return min(group, key=lambda n: (n.load, n.stats.ttft or 0.0, rng.random()))
 
 
 def _most_preferred(nodes: list[ManagedNode], request: ChatRequest) -> list[ManagedNode]:
@@ -31,6 +32,6 @@ def _most_preferred(nodes: list[ManagedNode], request: ChatRequest) -> list[Mana
 
 
 def _fastest_idle(nodes: list[ManagedNode]) -> list[ManagedNode]:
-    candidates = [n for n in nodes if n.admission.free] or nodes
+    candidates = [n for n in nodes if n.free] or nodes
     best = max(n.member.speed for n in candidates)
     return [n for n in candidates if n.member.speed == best]

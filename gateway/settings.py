@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import msgspec
 import yaml
 
-from backends.config import Member, Node, Policies
+from backends.config import Host, Member, Node, Policies
 from backends.errors import BooagentError
 from ensemble.config import StrategySettings
 
@@ -54,6 +54,7 @@ class Routes(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     members: tuple[Member, ...]
     nodes: tuple[Node, ...]
+    hosts: tuple[Host, ...] = ()
     server: Server = Server()
     routes: Routes = Routes()
     policies: Policies = Policies()
@@ -115,6 +116,7 @@ def _check_references(settings: Settings) -> None:
     for node in settings.nodes:
         if node.member not in names:
             raise ConfigError(f"node {node.name!r} names unknown member {node.member!r}")
+    _check_hosts(settings)
     routes = settings.routes
     for kind, members in (
         ("code", routes.code),
@@ -127,6 +129,16 @@ def _check_references(settings: Settings) -> None:
     if settings.server.virtual_model in names:
         raise ConfigError("a member may not be named like the virtual model")
     _check_strategy_members(settings, names)
+
+
+def _check_hosts(settings: Settings) -> None:
+    if len({h.name for h in settings.hosts}) != len(settings.hosts):
+        raise ConfigError("host names must be unique")
+    used = {n.host_name for n in settings.nodes}
+    for host in settings.hosts:
+        if host.name not in used:
+            known = ", ".join(sorted(used))
+            raise ConfigError(f"hosts: no node runs on {host.name!r} (nodes run on: {known})")
 
 
 def _check_strategy_members(settings: Settings, names: set[str]) -> None:

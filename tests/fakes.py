@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,8 +76,10 @@ def fake_pool(
     nodes: Sequence[tuple[FakeNode, Member]],
     policies: Policies | None = None,
     seed: int = 0,
+    hosts: Mapping[str, Admission] | None = None,
 ) -> Pool:
-    """A real :class:`Pool` over fake nodes (capacity 1 each unless the member says so)."""
+    """A real :class:`Pool` over fake nodes (capacity 1 each); ``hosts`` maps a node's name to
+    the host limit it shares with others."""
     policies = policies or Policies(breaker=Breaker(failures=2, open_seconds=60))
     managed = [
         ManagedNode(
@@ -86,6 +88,7 @@ def fake_pool(
             backend=node,
             health=HealthTracker(policies.breaker, time.monotonic),
             admission=Admission(1),
+            host=(hosts or {}).get(node.name),
         )
         for node, member in nodes
     ]

@@ -1,0 +1,134 @@
+"""Host limits: nodes on one machine share it, so the pool never runs more than its limit."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from backends.admission import Admission
+from backends.base import ChatRequest, Chunk, Served
+from backends.config import Host, Member, Node, Policies, Timeouts
+from backends.errors import AllNodesFailed, QueueTimeout
+from backends.pool import Pool
+from backends.selection import choose
+from gateway.settings import ConfigError, Settings, _check_references
+from tests.fakes import FakeNode, fake_pool
+
+pytestmark = pytest.mark.anyio
+
+SMALL, BIG = Member(name="small"), Member(name="big")
+CHAT = ChatRequest({"messages": [{"role": "user", "content": "hi"}]})
+
+
+@dataclass
+class GatedNode(FakeNode):
+    """Answers only once its gate is opened; counts requests running at once."""
+
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+    active: int = 0
+    most_active: int = 0
+
+    async def _chunks(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+        self.active += 1
+        self.most_active = max(self.most_active, self.active)
+        try:
+            await self.gate.wait()
+            async for chunk in super()._chunks(request):
+                yield chunk
+        finally:
+            self.active -= 1
+
+
+async def answer(pool: Pool, request: ChatRequest = CHAT) -> Served:
+    served = Served()
+    async with pool.stream(request, served) as chunks:
+        async for _ in chunks:
+            pass
+    return served
+
+
+async def until(check: Any) -> None:
+    async with asyncio.timeout(5):
+        while not check():
+            await asyncio.sleep(0.01)
+
+
+async def test_two_nodes_on_one_host_take_turns() -> None:
+    a, b = GatedNode("a"), GatedNode("b")
+    host = Admission(1)
+    pool = fake_pool([(a, SMALL), (b, BIG)], hosts={"a": host, "b": host})
+    first = asyncio.create_task(answer(pool, ChatRequest(CHAT.body, ("small",))))
+    await until(lambda: a.active == 1)
+    second = asyncio.create_task(answer(pool, ChatRequest(CHAT.body, ("big",))))
+    await asyncio.sleep(0.1)
+    assert b.requests == [] and host.queued == 1, "the second waits for the host, not the node"
+    a.gate.set()
+    b.gate.set()
+    await first
+    served = await second
+    assert served.queue_wait > 0 and served.node == "b"
+    assert host.in_flight == 0 and host.queued == 0
+
+
+async def test_nodes_on_other_hosts_run_side_by_side() -> None:
+    a, b = GatedNode("a"), GatedNode("b")
+    pool = fake_pool([(a, SMALL), (b, SMALL)], hosts={"a": Admission(1), "b": Admission(1)})
+    tasks = [asyncio.create_task(answer(pool)) for _ in range(2)]
+    await until(lambda: a.active == 1 and b.active == 1)
+    a.gate.set()
+    b.gate.set()
+    await asyncio.gather(*tasks)
+
+
+async def test_selection_prefers_a_node_whose_host_is_idle() -> None:
+    shared, other = Admission(1), Admission(1)
+    hosts = {"busy": shared, "idle": shared, "elsewhere": other}
+    nodes = [(FakeNode(name), SMALL) for name in hosts]
+    pool = fake_pool(nodes, hosts=hosts)
+    await shared.acquire(1.0)
+    for seed in range(20):
+        chosen = choose(pool.nodes, CHAT, set(), random.Random(seed))
+        assert chosen.name == "elsewhere", "idle itself, but its host is busy"
+    shared.release()
+
+
+async def test_the_queue_limit_covers_host_and_node() -> None:
+    a, b = GatedNode("a"), GatedNode("b")
+    host = Admission(1)
+    policies = Policies(timeouts=Timeouts(queue=0.2))
+    pool = fake_pool([(a, SMALL), (b, BIG)], policies, hosts={"a": host, "b": host})
+    first = asyncio.create_task(answer(pool, ChatRequest(CHAT.body, ("small",))))
+    await until(lambda: a.active == 1)
+    with pytest.raises((QueueTimeout, AllNodesFailed)):
+        await answer(pool, ChatRequest(CHAT.body, ("big",)))
+    assert host.queued == 0 and b.requests == []
+    a.gate.set()
+    await first
+    assert host.in_flight == 0
+
+
+def test_member_slots_count_a_shared_host_once() -> None:
+    host = Admission(1)
+    nodes = [(FakeNode("a"), SMALL), (FakeNode("b"), SMALL), (FakeNode("c"), SMALL)]
+    pool = fake_pool(nodes, hosts={"a": host, "b": host})
+    assert pool.member_slots("small") == 2, "a and b share one slot; c has its own"
+
+
+def test_a_node_host_defaults_to_its_url_host() -> None:
+    assert Node(name="n", member="m", url="http://10.0.0.7:8080").host_name == "10.0.0.7"
+    assert Node(name="n", member="m", url="http://x:1", host="pc").host_name == "pc"
+
+
+def test_a_host_limit_that_matches_no_node_is_a_config_error() -> None:
+    settings = Settings(
+        members=(SMALL,),
+        nodes=(Node(name="n", member="small", url="http://127.0.0.1:8201"),),
+        hosts=(Host(name="laptop", max_active=1),),
+    )
+    with pytest.raises(ConfigError, match="no node runs on 'laptop'"):
+        _check_references(settings)
