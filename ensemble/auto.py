@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from backends.base import ChatRequest, Chunk, Served
 from ensemble.base import NO_OPTIONS, Options, Strategy
-from ensemble.classify import classify
+from ensemble.classify import kind_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,15 +25,15 @@ class Auto:
     fallback: str = "route"
     name: str = "auto"
 
-    def choose(self, request: ChatRequest, options: Options) -> Strategy:
+    def choose(self, request: ChatRequest, served: Served, options: Options) -> Strategy:
         if options.strategy is not None and options.strategy != "auto":
             return self.strategies[options.strategy]
-        kind = classify(request.body).value
+        kind = kind_of(request, served).value
         return self.strategies[self.table.get(kind, self.fallback)]
 
     def __call__(
         self, request: ChatRequest, served: Served, options: Options = NO_OPTIONS
     ) -> AbstractAsyncContextManager[AsyncIterator[Chunk]]:
-        chosen = self.choose(request, options)
+        chosen = self.choose(request, served, options)
         served.strategy = chosen.name
         return chosen(request, served, options)

@@ -20,7 +20,7 @@ from backends.base import Backend, ChatRequest, Chunk, Served
 from backends.errors import AllNodesFailed
 from ensemble.base import NO_OPTIONS, Options, keepalives
 from ensemble.candidates import Candidate, ask, replay, settle
-from ensemble.classify import Kind, classify, last_user_text
+from ensemble.classify import Kind, kind_of, last_user_text
 from ensemble.config import CascadeSettings
 from ensemble.instructions import failed_checks
 from ensemble.repair import problems, repair_request
@@ -86,8 +86,8 @@ class Cascade:
     async def _run(
         self, request: ChatRequest, served: Served, options: Options
     ) -> AsyncGenerator[Chunk, None]:
-        kind = classify(request.body)
-        served.kind, served.strategy = kind.value, self.name
+        kind = kind_of(request, served)
+        served.strategy = self.name
         ladder = self.ladder(kind, options)
         tried: list[Candidate] = []
         steps: list[dict[str, Any]] = []

@@ -19,7 +19,7 @@ from backends.base import Backend, ChatRequest, Chunk, Served
 from backends.errors import AllNodesFailed
 from ensemble.base import KEEPALIVE, NO_OPTIONS, Options
 from ensemble.candidates import Candidate, ask, replay, settle
-from ensemble.classify import Kind, classify
+from ensemble.classify import Kind, kind_of
 from ensemble.config import EnsembleSettings
 from ensemble.vote import combine
 
@@ -54,8 +54,8 @@ class Ensemble:
     async def _run(
         self, request: ChatRequest, served: Served, options: Options
     ) -> AsyncGenerator[Chunk, None]:
-        kind = classify(request.body)
-        served.kind, served.strategy = kind.value, self.name
+        kind = kind_of(request, served)
+        served.strategy = self.name
         plan = self.plan(options)
         temperature = self.settings.sample_temperature
         tasks = [

@@ -10,11 +10,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
-from typing import Any
 
 from backends.base import Backend, ChatRequest, Chunk, Served
 from ensemble.base import NO_OPTIONS, Options
-from ensemble.classify import Kind, classify
+from ensemble.classify import Kind, kind_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +38,7 @@ class Router:
     members: tuple[str, ...]
     name: str = "route"
 
-    def plan(self, body: Mapping[str, Any], options: Options = NO_OPTIONS) -> Plan:
-        kind = classify(body)
+    def plan(self, kind: Kind, options: Options = NO_OPTIONS) -> Plan:
         preferred = self.routes.get(kind) or self.routes.get(Kind.GENERAL, ())
         members = _with_fallbacks(preferred, options.members or self.members)
         if options.members:
@@ -50,8 +48,8 @@ class Router:
     def __call__(
         self, request: ChatRequest, served: Served, options: Options = NO_OPTIONS
     ) -> AbstractAsyncContextManager[AsyncIterator[Chunk]]:
-        plan = self.plan(request.body, options)
-        served.kind, served.strategy = plan.kind.value, self.name
+        plan = self.plan(kind_of(request, served), options)
+        served.strategy = self.name
         routed = replace(request, members=plan.members, prefer_idle=plan.prefer_idle)
         return self.backend.stream(routed, served)
 

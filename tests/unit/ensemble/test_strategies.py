@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import ensemble.classify as classify_module
 from backends.base import ChatRequest, Chunk, Served
 from backends.config import Member
 from backends.errors import AllNodesFailed, NodeUnreachable
@@ -261,6 +262,25 @@ class TestAuto:
         assert served.strategy == "ensemble"
         _, served = await run(auto, CHAT_Q)
         assert served.strategy == "route"
+
+    @pytest.mark.parametrize("chosen", ["route", "cascade", "ensemble"])
+    async def test_a_request_is_classified_once(
+        self, chosen: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        calls: list[object] = []
+        real = classify_module.classify
+        monkeypatch.setattr(
+            classify_module, "classify", lambda body: calls.append(body) or real(body)
+        )
+        pool = fake_pool([(FakeNode("a", reply="```python\nx = 1\n```"), CHEAP)])
+        named: dict[str, Any] = {
+            "route": Router(pool, {}, ("cheap",)),
+            "cascade": Cascade(pool, CascadeSettings(), ("cheap",)),
+            "ensemble": Ensemble(pool, EnsembleSettings(), ("cheap",)),
+        }
+        _, served = await run(Auto(named, {"code": chosen}), CODE_Q)
+        assert served.strategy == chosen and served.kind == "code"
+        assert len(calls) == 1
 
 
 class TestProperties:
