@@ -277,9 +277,10 @@ async def _frames(turn: Turn, chunks: AsyncIterator[Chunk]) -> AsyncIterator[byt
         if held is None:
             yield _data(frame)
     final = held if held is not None else for_client(Chunk(_EMPTY_FINISH), first=first)
-    yield _data({**(final or {}), "booagent": turn.booagent()})
+    booagent = turn.booagent()
+    yield _data({**(final or {}), "booagent": booagent})
     if turn.include_usage:
-        yield _data({**usage_chunk(turn.identity, turn.usage()), "booagent": turn.booagent()})
+        yield _data({**usage_chunk(turn.identity, turn.usage()), "booagent": booagent})
 
 
 _EMPTY_FINISH = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
