@@ -11,9 +11,11 @@ leaves room for them (``samples_that_fit``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, aclosing
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 from backends.base import Backend, ChatRequest, Chunk, Served
 from backends.errors import AllNodesFailed
@@ -21,6 +23,7 @@ from ensemble.base import KEEPALIVE, NO_OPTIONS, Options
 from ensemble.candidates import Candidate, ask, replay, settle
 from ensemble.classify import Kind, kind_of
 from ensemble.config import EnsembleSettings
+from ensemble.repair import problems
 from ensemble.vote import combine
 
 Slots = Callable[[str], int]
@@ -68,7 +71,8 @@ class Ensemble:
         finally:
             await _cancel(tasks)
         candidates = [_result(task, member) for task, (member, _) in zip(tasks, plan, strict=True)]
-        winner = self._decide(candidates, kind, served, deadline, options.explain)
+        valid = partial(_valid, body=request.body, kind=kind)
+        winner = self._decide(candidates, kind, served, valid, options.explain)
         async for chunk in replay(winner):
             yield chunk
 
@@ -93,15 +97,15 @@ class Ensemble:
         candidates: list[Candidate],
         kind: Kind,
         served: Served,
-        deadline: float,
+        valid: Callable[[Candidate], bool],
         explain: bool,
     ) -> Candidate:
         answered = [c for c in candidates if c.ok]
         if not answered:
             settle(served, candidates, None, texts=explain)
-            raise AllNodesFailed(f"no member answered within {deadline:g} s", failures=[])
+            raise AllNodesFailed("no member of the ensemble answered", failures=[])
         preference = list(dict.fromkeys(c.member for c in candidates))
-        verdict = combine(answered, preference, code=kind is Kind.CODE)
+        verdict = combine(answered, preference, code=kind is Kind.CODE, valid=valid)
         for candidate in answered:
             candidate.outcome = "won" if candidate is verdict.winner else "outvoted"
         settle(served, candidates, verdict.winner, texts=explain)
@@ -114,6 +118,10 @@ class Ensemble:
             **verdict.why,
         }
         return verdict.winner
+
+
+def _valid(candidate: Candidate, body: Mapping[str, Any], kind: Kind) -> bool:
+    return not problems(candidate, body, kind)
 
 
 def _any_answered(tasks: Sequence[asyncio.Future[Candidate]]) -> bool:

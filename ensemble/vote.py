@@ -1,5 +1,7 @@
 """Combining candidates: a majority vote for short answers, agreement for free text and code.
 
+Candidates a checker faults (code that does not parse, a broken checkable instruction, JSON
+that does not match the requested format) are dropped first, unless all of them are faulted.
 Candidates are ordered by member preference (then seed) before anything else, so the result
 never depends on the order in which they finished.
 """
@@ -7,7 +9,7 @@ never depends on the order in which they finished.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,21 +31,27 @@ def ordered(candidates: Sequence[Candidate], preference: Sequence[str]) -> list[
     return sorted(candidates, key=lambda c: (rank.get(c.member, len(rank)), c.sample))
 
 
-def combine(candidates: Sequence[Candidate], preference: Sequence[str], *, code: bool) -> Verdict:
-    """Pick one of ``candidates`` (all answered; at least one)."""
+def combine(
+    candidates: Sequence[Candidate],
+    preference: Sequence[str],
+    *,
+    code: bool,
+    valid: Callable[[Candidate], bool] | None = None,
+) -> Verdict:
+    """Pick one of ``candidates`` (all answered; at least one). ``valid`` is the checker (for
+    code, by default, that the code parses); code is never decided by a vote."""
     pool = ordered(candidates, preference)
-    if code:
-        parsing = [c for c in pool if code_parses(c.text)]
-        dropped = len(pool) - len(parsing)
-        pool = parsing or pool
-    else:
-        dropped = 0
+    check = valid or ((lambda c: code_parses(c.text)) if code else None)
+    passing = [c for c in pool if check(c)] if check else pool
+    dropped = len(pool) - len(passing) if passing else 0
+    pool = passing or pool
     keys = [short_form(c.text) for c in pool]
     if len(pool) > 1 and not code and all(k is not None for k in keys):
-        return _vote(pool, [k for k in keys if k is not None])
-    verdict = _agreement(pool)
-    if code:
-        verdict.why["dropped_unparseable"] = dropped
+        verdict = _vote(pool, [k for k in keys if k is not None])
+    else:
+        verdict = _agreement(pool)
+    if check:
+        verdict.why["dropped_invalid"] = dropped
     return verdict
 
 

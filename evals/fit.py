@@ -14,7 +14,7 @@ agreement threshold that maximises dev accuracy; the chosen values go into the c
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from backends.base import Chunk
@@ -23,6 +23,7 @@ from ensemble.candidates import Candidate
 from ensemble.cascade import agreement
 from ensemble.classify import Kind as RequestKind
 from ensemble.instructions import failed_checks
+from ensemble.repair import problems
 from ensemble.signals import code_parses
 from ensemble.vote import combine
 from evals.client import Sampling
@@ -87,13 +88,25 @@ def replay_cascade(
     return correct / len(items), cost / len(items)
 
 
+def _validity(item: Item) -> Callable[[Candidate], bool]:
+    """The ensemble's checker for this item, as the gateway would run it."""
+    kind, body = request_kind(item), {"messages": [{"role": "user", "content": item.prompt}]}
+
+    def valid(candidate: Candidate) -> bool:
+        return not problems(candidate, body, kind)
+
+    return valid
+
+
 def replay_vote(items: Sequence[Item], answers: Sequence[tuple[Table, str]]) -> tuple[float, float]:
     """(accuracy, mean node-seconds) of the ensemble's combination over ``answers``."""
     correct, cost = 0, 0.0
     for item in items:
         records = [t[(member, item.id)] for t, member in answers]
         candidates = [_candidate(r, i) for i, r in enumerate(records)]
-        verdict = combine(candidates, [m for _, m in answers], code=item.kind == "code")
+        code = request_kind(item) is RequestKind.CODE
+        preference = [m for _, m in answers]
+        verdict = combine(candidates, preference, code=code, valid=_validity(item))
         correct += records[candidates.index(verdict.winner)].correct
         cost += sum(r.latency for r in records)
     return correct / len(items), cost / len(items)
@@ -121,6 +134,8 @@ def options_for(
         Option(kind, "vote all members", *replay_vote(items, [(greedy, m) for m in members]), n)
     )
     strong = members[-1]
+    pair = [(greedy, strong), (greedy, members[-2])]
+    found.append(Option(kind, f"vote {strong} + {members[-2]}", *replay_vote(items, pair), n))
     if all((strong, i.id) in sampled for i in items):
         pairs = [(greedy, strong), (greedy, members[-2]), (sampled, strong)]
         found.append(

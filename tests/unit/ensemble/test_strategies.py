@@ -199,7 +199,24 @@ class TestEnsemble:
             FakeNode("b", reply="```python\ndef add(a, b):\n    return a + b\n```"),
         )
         text, served = await run(ensemble(*nodes), CODE_Q)
-        assert "return a + b" in text and served.decision["dropped_unparseable"] == 1
+        assert "return a + b" in text and served.decision["dropped_invalid"] == 1
+
+    async def test_an_answer_breaking_an_instruction_is_dropped(self) -> None:
+        nodes = (
+            FakeNode("a", reply="The sea is very big."),
+            FakeNode("b", reply="Vast blue sea."),
+            FakeNode("c", reply="The sea is so very big."),
+        )
+        text, served = await run(ensemble(*nodes), SEA_Q)
+        assert text == "Vast blue sea."
+        assert served.decision["dropped_invalid"] == 2
+        assert served.decision["method"] == "only_candidate"
+
+    async def test_when_every_answer_breaks_an_instruction_all_are_kept(self) -> None:
+        nodes = FakeNode("a", reply="The sea is big."), FakeNode("b", reply="A sea.")
+        text, served = await run(ensemble(*nodes), SEA_Q)
+        assert text in ("The sea is big.", "A sea.")
+        assert served.decision["dropped_invalid"] == 0
 
     async def test_failing_member_does_not_fail_the_request(self) -> None:
         nodes = FakeNode("a", fail_before=NodeUnreachable("a", "down")), FakeNode("b", reply="ok")
