@@ -32,9 +32,11 @@ class CascadeSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class EnsembleSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Members asked at once (``samples`` each, different seeds), combined at ``deadline_ms``."""
+    """Members asked at once (``samples`` each, different seeds), combined at ``deadline_ms``;
+    ``members_by_kind`` replaces ``members`` for a kind of request (e.g. ``structured``)."""
 
     members: tuple[str, ...] = ()
+    members_by_kind: dict[str, tuple[str, ...]] = {}
     samples: Annotated[int, msgspec.Meta(ge=1, le=8)] = 1
     deadline_ms: Annotated[int, msgspec.Meta(ge=100)] = 9000
     sample_temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] = 0.8

@@ -40,9 +40,12 @@ class Ensemble:
     keepalive_seconds: float = 2.0
     name: str = "ensemble"
 
-    def plan(self, options: Options) -> list[tuple[str, int]]:
+    def plan(self, options: Options, kind: Kind = Kind.GENERAL) -> list[tuple[str, int]]:
         """(member, seed offset) pairs: first samples of every member, then the rest."""
-        members = options.members or self.settings.members or self.members
+        settings = self.settings
+        members = (
+            options.members or settings.members_by_kind.get(kind.value) or settings.members
+        ) or self.members
         samples = options.samples or self.settings.samples
         if options.samples is None:
             samples = min(samples, max(self.slots(m) for m in members))
@@ -59,7 +62,7 @@ class Ensemble:
     ) -> AsyncGenerator[Chunk, None]:
         kind = kind_of(request, served)
         served.strategy = self.name
-        plan = self.plan(options)
+        plan = self.plan(options, kind)
         temperature = self.settings.sample_temperature
         tasks = [
             asyncio.ensure_future(ask(self.backend, request, m, i, temperature)) for m, i in plan

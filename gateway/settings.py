@@ -141,8 +141,24 @@ def _check_hosts(settings: Settings) -> None:
             raise ConfigError(f"hosts: no node runs on {host.name!r} (nodes run on: {known})")
 
 
+_KINDS = ("code", "structured", "math", "chore", "general")
+
+
+def _check_kinds(strategies: StrategySettings) -> None:
+    for field, table, extra in (
+        ("auto", strategies.auto, ()),
+        ("cascade.ladders", strategies.cascade.ladders, ("default",)),
+        ("ensemble.members_by_kind", strategies.ensemble.members_by_kind, ()),
+    ):
+        for kind in table:
+            if kind not in (*_KINDS, *extra):
+                known = ", ".join((*_KINDS, *extra))
+                raise ConfigError(f"strategies.{field}: unknown kind {kind!r} (kinds: {known})")
+
+
 def _check_strategy_members(settings: Settings, names: set[str]) -> None:
     strategies = settings.strategies
+    _check_kinds(strategies)
     for kind, ladder in strategies.cascade.ladders.items():
         for name in ladder:
             if name not in names:
@@ -154,3 +170,9 @@ def _check_strategy_members(settings: Settings, names: set[str]) -> None:
     for name in strategies.ensemble.members:
         if name not in names:
             raise ConfigError(f"strategies.ensemble.members names unknown member {name!r}")
+    for kind, members in strategies.ensemble.members_by_kind.items():
+        for name in members:
+            if name not in names:
+                raise ConfigError(
+                    f"strategies.ensemble.members_by_kind.{kind} names unknown member {name!r}"
+                )
