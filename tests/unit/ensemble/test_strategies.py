@@ -201,6 +201,19 @@ class TestEnsemble:
         text, served = await run(ensemble(*nodes), CODE_Q)
         assert "return a + b" in text and served.decision["dropped_invalid"] == 1
 
+    async def test_members_by_kind_replace_the_default_members(self) -> None:
+        nodes = FakeNode("a", reply="7"), FakeNode("b", reply="7"), FakeNode("c", reply="7")
+        pool = fake_pool(list(zip(nodes, (CHEAP, STRONG, THIRD), strict=True)))
+        settings = EnsembleSettings(
+            members=("cheap", "strong", "third"), members_by_kind={"math": ("strong", "third")}
+        )
+        strategy = Ensemble(pool, settings, ("cheap", "strong", "third"), slots=lambda _: 1)
+        _, served = await run(strategy, MATH_Q)
+        assert [c["member"] for c in served.calls] == ["strong", "third"]
+        assert nodes[0].requests == []
+        _, served = await run(strategy, CHAT_Q)
+        assert [c["member"] for c in served.calls] == ["cheap", "strong", "third"]
+
     async def test_an_answer_breaking_an_instruction_is_dropped(self) -> None:
         nodes = (
             FakeNode("a", reply="The sea is very big."),
