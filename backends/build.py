@@ -6,7 +6,7 @@ import random
 import time
 from collections.abc import Sequence
 
-import httpx
+import aiohttp
 
 from backends.admission import Admission
 from backends.config import Member, Node, Policies
@@ -16,22 +16,36 @@ from backends.node import ManagedNode
 from backends.pool import Pool
 
 
-def build_pool(members: Sequence[Member], nodes: Sequence[Node], policies: Policies) -> Pool:
-    """One shared httpx client (closed with the pool) and one managed node per config entry."""
-    client = httpx.AsyncClient(
-        limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
-        timeout=httpx.Timeout(policies.timeouts.total, connect=policies.timeouts.connect),
+def node_session() -> aiohttp.ClientSession:
+    """The HTTP session the nodes share; call it inside the loop that will use it.
+
+    No connection limit and no timeouts: each node applies its own limits. Idle connections are
+    dropped after 4 s, before the nodes drop theirs (5 s by default in llama-server's cpp-httplib
+    and in the uvicorn that runs llama_cpp.server), so a reused connection is not one being
+    closed.
+    """
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=4.0)
+    return aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(), trust_env=False
     )
+
+
+def build_pool(members: Sequence[Member], nodes: Sequence[Node], policies: Policies) -> Pool:
+    """One shared session (closed with the pool) and one managed node per config entry.
+
+    Call it inside the running loop that will use the pool: the session is bound to it.
+    """
+    session = node_session()
     by_name = {m.name: m for m in members}
     managed = [
         ManagedNode(
             spec=node,
             member=by_name[node.member],
-            backend=HttpNode(node, client, policies.timeouts),
+            backend=HttpNode(node, session, policies.timeouts),
             health=HealthTracker(policies.breaker, time.monotonic),
             admission=Admission(node.capacity or 1),
             kind=node.kind,
         )
         for node in nodes
     ]
-    return Pool(managed, policies, rng=random.Random(), on_close=client.aclose)
+    return Pool(managed, policies, rng=random.Random(), on_close=session.close)

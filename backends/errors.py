@@ -29,7 +29,7 @@ Every error carries the HTTP ``status_code`` the client sees and the OpenAI erro
     │   └── ChecksumMismatch            the assembled file's sha256 differs from the catalog's
     └── NodeProcessError                a local node process did not start (``booagent up``)
 
-Only ``backends.http`` translates foreign (httpx) exceptions into this tree.
+Only ``backends.http`` translates foreign (aiohttp, httpx) exceptions into this tree.
 """
 
 from __future__ import annotations

@@ -1,8 +1,14 @@
-"""One llama.cpp node over HTTP: the only module that talks httpx.
+"""One llama.cpp node over HTTP, with aiohttp: the only module that handles HTTP client errors.
 
 The node is always asked for a stream, even when the client wants a single JSON answer: a
 stream can be cut off the moment the client goes away (freeing the node's slot), and the
-first-token and stall limits apply to every request alike.
+first-token and stall limits apply to every request alike. Every limit is an
+``asyncio.timeout_at`` around one wait, except the connect limit, which aiohttp applies.
+
+aiohttp rather than httpx because httpcore's pool is the bottleneck under concurrency (it
+walks every idle connection on each request and release; encode/httpx#3215): see
+docs/performance.md. :func:`map_errors` also translates httpx's exceptions, for the
+supervisor's readiness checks.
 """
 
 from __future__ import annotations
@@ -10,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import Any
 
+import aiohttp
 import httpx
 
 from backends.base import ChatRequest, Chunk, Served
@@ -47,22 +54,42 @@ class Probe:
 
 @contextmanager
 def map_errors(node: str) -> Iterator[None]:
-    """Translate httpx exceptions into the booagent tree; the one place that catches them."""
+    """Translate aiohttp and httpx exceptions into the booagent tree; the one place that does."""
     try:
         yield
-    except httpx.ConnectTimeout as exc:
+    except (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout) as exc:
         raise NodeTimeout(node, "connect timed out") from exc
-    except httpx.TimeoutException as exc:
+    except (aiohttp.ServerTimeoutError, httpx.TimeoutException) as exc:
         raise NodeTimeout(node, f"timed out ({type(exc).__name__})") from exc
-    except httpx.ConnectError as exc:
+    except (aiohttp.ClientConnectorError, httpx.ConnectError) as exc:
         raise NodeUnreachable(node, f"cannot connect: {exc}") from exc
-    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+    except (
+        aiohttp.ClientConnectionError,
+        aiohttp.ClientPayloadError,
+        httpx.RemoteProtocolError,
+        httpx.ReadError,
+        httpx.WriteError,
+    ) as exc:
         raise NodeUnreachable(node, f"connection lost: {exc or type(exc).__name__}") from exc
-    except httpx.HTTPError as exc:
+    except (aiohttp.ClientError, httpx.HTTPError) as exc:
         raise NodeUnreachable(node, f"{type(exc).__name__}: {exc}") from exc
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+async def _lines(body: aiohttp.StreamReader) -> AsyncIterator[str]:
+    """The body's lines as they arrive, without their ``\\n`` (``aiter_events`` drops a ``\\r``).
+
+    Split here rather than with ``body.readline()``, which gives up on a line over 512 KiB.
+    """
+    rest = b""
+    async for data in body.iter_any():
+        *lines, rest = (rest + data).split(b"\n")
+        for line in lines:
+            yield line.decode(errors="replace")
+    if rest:
+        yield rest.decode(errors="replace")
+
+
+def _retry_after(response: aiohttp.ClientResponse) -> float | None:
     value = response.headers.get("retry-after-ms")
     if value is not None:
         try:
@@ -120,24 +147,39 @@ def _parse_chunk(node: str, event: Event) -> Chunk:
     return Chunk(data)
 
 
+@asynccontextmanager
+async def _within(node: str, limit: float, what: str) -> AsyncIterator[None]:
+    """Foreign exceptions translated, and :class:`NodeTimeout` once ``limit`` (loop time) passes."""
+    try:
+        with map_errors(node):
+            async with asyncio.timeout_at(limit):
+                yield
+    except TimeoutError as exc:
+        raise NodeTimeout(node, f"{what} before the time limit") from exc
+
+
 class HttpNode:
     """A :class:`backends.base.Backend` for one llama.cpp server (either kind)."""
 
-    def __init__(self, spec: Node, client: httpx.AsyncClient, timeouts: Timeouts) -> None:
+    def __init__(self, spec: Node, session: aiohttp.ClientSession, timeouts: Timeouts) -> None:
         self.name = spec.name
         self.spec = spec
-        self._client = client
+        self._session = session
         self._timeouts = timeouts
         self._base = spec.url.rstrip("/")
-        self._headers = {"Authorization": f"Bearer {spec.api_key}"} if spec.api_key else {}
+        self._auth = {"Authorization": f"Bearer {spec.api_key}"} if spec.api_key else {}
+        self._post_headers = {**self._auth, "Content-Type": "application/json"}
+        # ceil_threshold: aiohttp would round the deadline of a limit over 5 s up to a whole second.
+        self._connect = aiohttp.ClientTimeout(connect=timeouts.connect, ceil_threshold=math.inf)
 
-    def _payload(self, request: ChatRequest) -> dict[str, Any]:
-        return {
+    def _payload(self, request: ChatRequest) -> bytes:
+        body = {
             **request.body,
             "model": self.spec.member,
             "stream": True,
             "stream_options": {"include_usage": True},
         }
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
     @asynccontextmanager
     async def stream(
@@ -145,42 +187,33 @@ class HttpNode:
     ) -> AsyncIterator[AsyncIterator[Chunk]]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeouts.total
-        first = loop.time() + self._timeouts.first_token
-        timeout = httpx.Timeout(self._timeouts.total, connect=self._timeouts.connect)
+        first = min(loop.time() + self._timeouts.first_token, deadline)
+        async with _within(self.name, first, "no response"):
+            response = await self._session.post(
+                f"{self._base}/v1/chat/completions",
+                data=self._payload(request),
+                headers=self._post_headers,
+                timeout=self._connect,
+            )
         try:
-            with map_errors(self.name):
-                async with asyncio.timeout_at(min(first, deadline)):
-                    response = await self._client.send(
-                        self._client.build_request(
-                            "POST",
-                            f"{self._base}/v1/chat/completions",
-                            json=self._payload(request),
-                            headers=self._headers,
-                            timeout=timeout,
-                        ),
-                        stream=True,
-                    )
-        except TimeoutError as exc:
-            raise NodeTimeout(self.name, "no response before the time limit") from exc
-        try:
-            await self._raise_for_status(response)
-            yield self._chunks(response, min(first, deadline), deadline)
+            await self._raise_for_status(response, deadline)
+            yield self._chunks(response, first, deadline)
         finally:
-            await response.aclose()
+            response.close()  # a response read to its end has already gone back to the pool
 
-    async def _raise_for_status(self, response: httpx.Response) -> None:
-        if response.status_code == 200:
+    async def _raise_for_status(self, response: aiohttp.ClientResponse, deadline: float) -> None:
+        if response.status == 200:
             return
-        with map_errors(self.name):
-            body = await response.aread()
-        raise status_error(self.name, response.status_code, body, _retry_after(response))
+        async with _within(self.name, deadline, "no error body"):
+            body = await response.read()
+        raise status_error(self.name, response.status, body, _retry_after(response))
 
     async def _chunks(
-        self, response: httpx.Response, first: float, deadline: float
+        self, response: aiohttp.ClientResponse, first: float, deadline: float
     ) -> AsyncIterator[Chunk]:
         """Chunks until ``[DONE]``; the clock is reset by content chunks only."""
         loop = asyncio.get_running_loop()
-        events = aiter_events(response.aiter_lines())
+        events = aiter_events(_lines(response.content))
         limit = first
         while True:
             event = await self._next_event(events, limit)
@@ -209,7 +242,7 @@ class HttpNode:
 
         A node ends its body right after ``[DONE]``; a response closed before that would close
         its connection too, and every request would pay for a new one. One that does not end
-        within a moment is left to ``response.aclose()``.
+        within a moment is left to ``response.close()``, which closes its connection.
         """
         with contextlib.suppress(NodeError, TimeoutError):
             async with asyncio.timeout(_READ_TO_END):
@@ -220,30 +253,37 @@ class HttpNode:
     async def probe(self, timeout: float) -> Probe:
         """Check readiness without generating tokens or taking llama_cpp.server's lock."""
         try:
-            with map_errors(self.name):
-                response = await self._client.get(f"{self._base}/health", timeout=timeout)
+            status, _ = await self._get("/health", timeout)
         except NodeError as exc:
             return Probe("down", error=exc.message)
-        if response.status_code == 503:
+        if status == 503:
             return Probe("loading", kind="llama_server", error="model loading")
-        if response.status_code == 404:
+        if status == 404:
             return Probe("ready", kind="llama_cpp_server", slots=1)
-        if response.status_code == 200:
+        if status == 200:
             return Probe("ready", kind="llama_server", slots=await self._slots(timeout))
-        if response.status_code >= 500:
-            return Probe("down", error=f"health check answered {response.status_code}")
+        if status >= 500:
+            return Probe("down", error=f"health check answered {status}")
         return Probe("ready", kind=self.spec.kind)
 
     async def _slots(self, timeout: float) -> int | None:
         try:
-            with map_errors(self.name):
-                response = await self._client.get(
-                    f"{self._base}/props", headers=self._headers, timeout=timeout
-                )
-            slots = response.json().get("total_slots")
+            _, body = await self._get("/props", timeout, self._auth)
+            slots = json.loads(body).get("total_slots")
         except (NodeError, ValueError, AttributeError):
             return None
         return slots if isinstance(slots, int) and slots > 0 else None
 
+    async def _get(
+        self, path: str, timeout: float, headers: Mapping[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        """``GET path``: the status and the whole body (read, so the connection is reused)."""
+        limit = asyncio.get_running_loop().time() + timeout
+        async with (
+            _within(self.name, limit, f"no answer to GET {path}"),
+            self._session.get(self._base + path, headers=headers) as response,
+        ):
+            return response.status, await response.read()
+
     async def aclose(self) -> None:
-        """The shared httpx client belongs to the pool; nothing of our own to close."""
+        """The shared aiohttp session belongs to the pool; nothing of our own to close."""

@@ -1,6 +1,6 @@
 """The Litestar application: ``create_app(settings)``, no globals.
 
-The lifespan owns the pool (its httpx client and health-probe tasks) and closes it. Handlers
+The lifespan owns the pool (its aiohttp session and health-probe tasks) and closes it. Handlers
 stay thin: parse, pick the strategy, hand over to :mod:`gateway.chat`.
 """
 

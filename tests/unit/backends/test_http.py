@@ -1,22 +1,27 @@
-"""Tests for backends.http: error mapping, and HttpNode against httpx.MockTransport."""
+"""Tests for backends.http: error mapping, and HttpNode against a scripted node on loopback."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+import math
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from backends.base import ChatRequest, Chunk, Served
+from backends.build import node_session
 from backends.config import Node, Timeouts
 from backends.errors import (
     ContextLengthExceeded,
+    NodeError,
     NodeOverloaded,
     NodeProtocolError,
     NodeRejected,
@@ -25,18 +30,21 @@ from backends.errors import (
     NodeUnreachable,
     RetryableNodeError,
 )
-from backends.http import HttpNode, Probe, status_error
+from backends.http import HttpNode, Probe, map_errors, status_error
 from backends.sse import encode_comment, encode_data
+from tests.faults._wire import Connection, Request
+from tests.faults.scripted import Cut, Script, ScriptedNode, garbage, hang, reset, respond, stream
+from tests.harness import free_port
 
 pytestmark = pytest.mark.anyio
-Handler = Callable[[httpx.Request], Awaitable[httpx.Response]]
-SPEC = Node(name="n1", member="qwen", url="http://node:8080/", api_key="sekret")
+CHAT = "/v1/chat/completions"
 REQUEST = ChatRequest({"messages": [{"role": "user", "content": "hi"}], "temperature": 0.5})
 ROLE = {"choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]}
 FINISH = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
 USAGE = {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}}
 DONE = encode_data("[DONE]")
 KEEP_ALIVE = encode_comment("keep-alive")
+OK = respond(200, {"status": "ok"})
 
 
 def content(text: str) -> dict[str, Any]:
@@ -44,49 +52,75 @@ def content(text: str) -> dict[str, Any]:
 
 
 def frame(chunk: dict[str, Any]) -> bytes:
-    return encode_data(json.dumps(chunk))
+    return encode_data(json.dumps(chunk, ensure_ascii=False))
 
 
 def error_json(message: str, code: Any = None, kind: str = "invalid_request_error") -> bytes:
     return json.dumps({"error": {"message": message, "type": kind, "code": code}}).encode()
 
 
-class Body(httpx.AsyncByteStream):
-    """A response body sent piece by piece; a float is a pause in seconds."""
+def in_turn(*scripts: Script) -> Script:
+    """Each request answered by the next script."""
+    remaining = iter(scripts)
 
-    def __init__(self, *parts: bytes | float | Exception) -> None:
-        self.parts = parts
-        self.closed = False
+    async def script(conn: Connection, req: Request) -> bool:
+        return await next(remaining)(conn, req)
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        for part in self.parts:
-            if isinstance(part, Exception):
-                raise part
-            if isinstance(part, float):
-                await asyncio.sleep(part)
-            else:
-                yield part
-
-    async def aclose(self) -> None:
-        self.closed = True
+    return script
 
 
-def answer(*parts: bytes | float | Exception, status: int = 200, **headers: str) -> Handler:
-    async def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(status, headers=headers, stream=Body(*parts))
-
-    return handler
+def spec(url: str, api_key: str = "sekret") -> Node:
+    return Node(name="n1", member="qwen", url=url + "/", api_key=api_key)
 
 
 @asynccontextmanager
-async def http_node(handler: Handler, **timeouts: float) -> AsyncIterator[HttpNode]:
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-        yield HttpNode(SPEC, client, Timeouts(**timeouts))
+async def http_node(
+    routes: Mapping[str, Script], api_key: str = "sekret", **timeouts: float
+) -> AsyncIterator[tuple[HttpNode, ScriptedNode]]:
+    """An HttpNode on the production session, talking to a scripted node."""
+    async with ScriptedNode(routes) as server, node_session() as session:
+        yield HttpNode(spec(server.url, api_key), session, Timeouts(**timeouts)), server
 
 
-async def collect(handler: Handler, **timeouts: float) -> list[Chunk]:
-    async with http_node(handler, **timeouts) as node, node.stream(REQUEST, Served()) as chunks:
+@asynccontextmanager
+async def node_at(url: str, **timeouts: float) -> AsyncIterator[HttpNode]:
+    """An HttpNode for ``url``, where nothing (or nothing useful) listens."""
+    async with node_session() as session:
+        yield HttpNode(spec(url), session, Timeouts(**timeouts))
+
+
+async def read(node: HttpNode) -> list[Chunk]:
+    async with node.stream(REQUEST, Served()) as chunks:
         return [chunk async for chunk in chunks]
+
+
+async def collect(script: Script, **timeouts: float) -> list[Chunk]:
+    async with http_node({CHAT: script}, **timeouts) as (node, _):
+        return await read(node)
+
+
+async def until(check: Callable[[], bool], timeout: float = 2.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.01)
+
+
+@contextmanager
+def unanswered_port() -> Iterator[int]:
+    """A port whose listen queue is full, so a connect there neither succeeds nor fails."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = int(listener.getsockname()[1])
+        fillers = [socket.socket() for _ in range(2)]
+        try:
+            for filler in fillers:
+                filler.setblocking(False)
+                filler.connect_ex(("127.0.0.1", port))
+            yield port
+        finally:
+            for filler in fillers:
+                filler.close()
 
 
 class TestStatusError:
@@ -151,246 +185,294 @@ class TestStatusError:
         assert isinstance(error, NodeRejected) != retryable
 
 
+class TestMapErrors:
+    @pytest.mark.parametrize(
+        ("failure", "expected", "message"),
+        [
+            (aiohttp.ConnectionTimeoutError("slow"), NodeTimeout, "connect timed out"),
+            (aiohttp.SocketTimeoutError("slow"), NodeTimeout, "timed out"),
+            (aiohttp.ServerDisconnectedError(), NodeUnreachable, "connection lost"),
+            (aiohttp.ClientPayloadError("cut"), NodeUnreachable, "connection lost"),
+            (aiohttp.ClientError("odd"), NodeUnreachable, "ClientError: odd"),
+            (httpx.ConnectError("refused"), NodeUnreachable, "cannot connect"),
+            (httpx.ConnectTimeout("slow"), NodeTimeout, "connect timed out"),
+            (httpx.ReadTimeout("slow"), NodeTimeout, "timed out"),
+            (httpx.RemoteProtocolError("garbage"), NodeUnreachable, "connection lost"),
+        ],
+    )
+    def test_foreign_exceptions_become_node_errors(
+        self, failure: Exception, expected: type[NodeError], message: str
+    ) -> None:
+        """aiohttp's exceptions (and httpx's, for the supervisor) never escape untranslated."""
+        with pytest.raises(expected, match=message) as caught, map_errors("n1"):
+            raise failure
+        assert caught.value.node == "n1"
+        assert caught.value.__cause__ is failure
+
+    @pytest.mark.parametrize("failure", [TimeoutError(), ValueError("mine")])
+    def test_other_exceptions_pass_through(self, failure: Exception) -> None:
+        """asyncio's own TimeoutError (our deadlines) and non-HTTP errors are left alone."""
+        with pytest.raises(type(failure)) as caught, map_errors("n1"):
+            raise failure
+        assert caught.value is failure
+
+
 class TestRequest:
     async def test_sends_a_streaming_request_for_the_member(self) -> None:
         """The node is asked for a stream with usage, under its member's name, with the key."""
-        seen: list[httpx.Request] = []
-
-        async def handler(request: httpx.Request) -> httpx.Response:
-            seen.append(request)
-            return httpx.Response(200, stream=Body(DONE))
-
-        assert await collect(handler) == []
-        request = seen[0]
-        assert str(request.url) == "http://node:8080/v1/chat/completions"
+        async with http_node({CHAT: stream(DONE)}) as (node, server):
+            assert await read(node) == []
+        request = server.requests[0]
+        assert (request.method, request.path) == ("POST", CHAT)
         assert request.headers["authorization"] == "Bearer sekret"
-        assert json.loads(request.content) == {
+        assert request.headers["content-type"] == "application/json"
+        assert json.loads(request.body) == {
             **REQUEST.body,
             "model": "qwen",
             "stream": True,
             "stream_options": {"include_usage": True},
         }
 
+    async def test_no_key_no_authorization_header(self) -> None:
+        """A node without an API key gets no Authorization header."""
+        async with http_node({CHAT: stream(DONE)}, api_key="") as (node, server):
+            await read(node)
+        assert "authorization" not in server.requests[0].headers
+
 
 class TestStream:
     async def test_parses_chunks_until_done(self) -> None:
         """Every data frame before [DONE] arrives as a chunk, keep-alives skipped."""
-        handler = answer(
+        script = stream(
             frame(ROLE), KEEP_ALIVE, frame(content("Hel")), frame(content("lo")),
             frame(FINISH), frame(USAGE), DONE,
         )  # fmt: skip
-        chunks = await collect(handler)
+        chunks = await collect(script)
         assert [c.data for c in chunks] == [ROLE, content("Hel"), content("lo"), FINISH, USAGE]
         assert "".join(c.content for c in chunks) == "Hello"
         assert chunks[-1].usage == USAGE["usage"]
 
     async def test_frames_split_across_network_reads(self) -> None:
-        """Frames cut at arbitrary byte boundaries are reassembled."""
+        """Frames that arrive a byte at a time, UTF-8 characters cut too, are reassembled."""
         wire = frame(content("añ€")) + DONE
-        chunks = await collect(answer(*(wire[i : i + 3] for i in range(0, len(wire), 3))))
+        parts = [part for i in range(len(wire)) for part in (wire[i : i + 1], 0.001)]
+        chunks = await collect(stream(*parts))
         assert [c.content for c in chunks] == ["añ€"]
 
-    async def test_response_is_closed_when_the_caller_leaves_early(self) -> None:
-        """Leaving the block mid-stream closes the upstream response (freeing the slot)."""
-        body = Body(frame(content("a")), frame(content("b")), DONE)
+    async def test_very_long_line(self) -> None:
+        """A 1 MB frame, longer than aiohttp's ``readline()`` takes, is one chunk."""
+        chunks = await collect(stream(frame(content("x" * 1_000_000)), DONE))
+        assert [len(c.content) for c in chunks] == [1_000_000]
 
-        async def handler(request: httpx.Request) -> httpx.Response:
-            return httpx.Response(200, stream=body)
+    async def test_connection_is_reused(self) -> None:
+        """The body is read to its end after [DONE], so the next request reuses the connection."""
+        script = stream(frame(content("a")), DONE, 0.05)
+        async with http_node({CHAT: script}) as (node, server):
+            for _ in range(2):
+                assert [c.content for c in await read(node)] == ["a"]
+        assert (len(server.requests), server.connections) == (2, 1)
 
-        async with http_node(handler) as node, node.stream(REQUEST, Served()) as chunks:
-            async for _ in chunks:
-                break
-        assert body.closed
+    async def test_leaving_early_closes_the_connection(self) -> None:
+        """Leaving the block mid-stream closes the connection: the node sees its client go."""
+        script = stream(frame(content("a")), frame(content("b")), math.inf)
+        async with http_node({CHAT: script}) as (node, server):
+            async with node.stream(REQUEST, Served()) as chunks:
+                async for _ in chunks:
+                    break
+            await until(lambda: server.abandoned == 1)
+
+    async def test_body_that_does_not_end_after_done_is_closed(self) -> None:
+        """A body still open a moment after [DONE] does not hold the answer: it is cut off."""
+        script = stream(frame(content("a")), DONE, math.inf)
+        async with http_node({CHAT: script}) as (node, server):
+            async with asyncio.timeout(2):
+                assert [c.content for c in await read(node)] == ["a"]
+            await until(lambda: server.abandoned == 1)
 
     async def test_stream_without_done_is_a_protocol_error(self) -> None:
         """A stream that ends without [DONE] was cut off: NodeProtocolError."""
         with pytest.raises(NodeProtocolError, match="without \\[DONE\\]"):
-            await collect(answer(frame(content("a"))))
+            await collect(stream(frame(content("a"))))
 
     @pytest.mark.parametrize("payload", ["{not json", "[1, 2]", '"text"'])
     async def test_malformed_chunk_is_a_protocol_error(self, payload: str) -> None:
         """A data frame that is not a JSON object is NodeProtocolError."""
         with pytest.raises(NodeProtocolError):
-            await collect(answer(encode_data(payload), DONE))
+            await collect(stream(encode_data(payload), DONE))
 
     async def test_error_frame_is_a_server_error(self) -> None:
         """An error object sent mid-stream becomes NodeServerError with its message."""
-        handler = answer(frame(content("a")), frame({"error": {"message": "slot crashed"}}), DONE)
+        script = stream(frame(content("a")), frame({"error": {"message": "slot crashed"}}), DONE)
         with pytest.raises(NodeServerError, match="slot crashed"):
-            await collect(handler)
+            await collect(script)
 
     async def test_bare_error_line_is_a_server_error(self) -> None:
         """Older llama-server builds send ``error:`` lines; they fail the stream too."""
-        handler = answer(b'error: {"error": {"message": "kv cache full"}}\n\n', DONE)
+        script = stream(b'error: {"error": {"message": "kv cache full"}}\n\n', DONE)
         with pytest.raises(NodeServerError, match="kv cache full"):
-            await collect(handler)
+            await collect(script)
 
-    async def test_read_error_mid_stream_is_unreachable(self) -> None:
-        """A connection lost while streaming is NodeUnreachable."""
-        handler = answer(frame(content("a")), httpx.ReadError("reset by peer"))
+    @pytest.mark.parametrize("cut", list(Cut))
+    async def test_connection_lost_mid_stream_is_unreachable(self, cut: Cut) -> None:
+        """A connection reset or closed while streaming is NodeUnreachable."""
         with pytest.raises(NodeUnreachable, match="connection lost"):
-            await collect(handler)
+            await collect(stream(frame(content("a")), 0.05, cut))
 
 
 class TestTimeouts:
     async def test_no_headers_before_first_token_limit(self) -> None:
         """A node that does not even answer with headers in time is NodeTimeout."""
-
-        async def handler(request: httpx.Request) -> httpx.Response:
-            await asyncio.sleep(1)
-            return httpx.Response(200, stream=Body(DONE))
-
-        with pytest.raises(NodeTimeout):
-            await collect(handler, first_token=0.05)
+        with pytest.raises(NodeTimeout, match="no response"):
+            await collect(hang, first_token=0.05)
 
     async def test_no_content_before_first_token_limit(self) -> None:
         """Headers and a role chunk are not an answer: the first-token limit still fires."""
-        handler = answer(frame(ROLE), KEEP_ALIVE, 1.0, frame(content("late")), DONE)
+        script = stream(frame(ROLE), KEEP_ALIVE, 1.0, frame(content("late")), DONE)
         with pytest.raises(NodeTimeout, match="no content"):
-            await collect(handler, first_token=0.05)
+            await collect(script, first_token=0.05)
 
     async def test_keep_alives_do_not_reset_the_stall_clock(self) -> None:
         """A node that only sends comments after its first token has stalled."""
         pings = [part for _ in range(10) for part in (0.03, KEEP_ALIVE)]
-        handler = answer(frame(content("a")), *pings, frame(content("b")), DONE)
+        script = stream(frame(content("a")), *pings, frame(content("b")), DONE)
         with pytest.raises(NodeTimeout):
-            await collect(handler, stall=0.15)
+            await collect(script, stall=0.15)
 
     async def test_non_content_chunks_do_not_reset_the_stall_clock(self) -> None:
         """Chunks without text, reasoning or tool calls are not progress."""
         empties = [part for _ in range(10) for part in (0.03, frame(ROLE))]
-        handler = answer(frame(content("a")), *empties, frame(content("b")), DONE)
+        script = stream(frame(content("a")), *empties, frame(content("b")), DONE)
         with pytest.raises(NodeTimeout):
-            await collect(handler, stall=0.15)
+            await collect(script, stall=0.15)
 
     async def test_steady_content_outlasts_the_stall_limit(self) -> None:
         """Content chunks reset the stall clock, so a slow but steady answer completes."""
         steady = [part for i in range(8) for part in (0.03, frame(content(str(i))))]
-        chunks = await collect(answer(*steady, DONE), stall=0.15)
+        chunks = await collect(stream(*steady, DONE), stall=0.15)
         assert len(chunks) == 8
 
     async def test_total_limit_ends_a_steady_answer(self) -> None:
         """The total limit fires even while content keeps coming."""
         steady = [part for i in range(20) for part in (0.02, frame(content(str(i))))]
         with pytest.raises(NodeTimeout):
-            await collect(answer(*steady, DONE), total=0.15)
+            await collect(stream(*steady, DONE), total=0.15)
+
+    async def test_connect_limit(self) -> None:
+        """A node that accepts no connection within the connect limit is NodeTimeout."""
+        with unanswered_port() as port:
+            async with node_at(f"http://127.0.0.1:{port}", connect=0.1) as node:
+                with pytest.raises(NodeTimeout, match="connect timed out"):
+                    await read(node)
 
 
 class TestStatus:
     async def test_429_carries_retry_after(self) -> None:
         """A busy node's Retry-After reaches NodeOverloaded.retry_after."""
-        handler = answer(error_json("busy"), status=429, **{"retry-after": "7"})
+        script = stream(error_json("busy"), status=429, headers={"retry-after": "7"})
         with pytest.raises(NodeOverloaded) as caught:
-            await collect(handler)
+            await collect(script)
         assert caught.value.retry_after == 7.0
 
     async def test_retry_after_ms_is_preferred(self) -> None:
         """``retry-after-ms`` is the finer hint and wins over ``retry-after``."""
         headers = {"retry-after-ms": "1500", "retry-after": "9"}
         with pytest.raises(NodeOverloaded) as caught:
-            await collect(answer(b"", status=503, **headers))
+            await collect(stream(status=503, headers=headers))
         assert caught.value.retry_after == 1.5
 
     async def test_unparsable_retry_after_is_ignored(self) -> None:
         """An HTTP-date or garbage Retry-After gives no hint rather than an error."""
-        handler = answer(b"", status=429, **{"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"})
+        headers = {"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}
         with pytest.raises(NodeOverloaded) as caught:
-            await collect(handler)
+            await collect(stream(status=429, headers=headers))
         assert caught.value.retry_after is None
 
     async def test_context_length_exceeded(self) -> None:
         """A 400 naming the context overflow is ContextLengthExceeded."""
         body = error_json("prompt too long", code="context_length_exceeded")
         with pytest.raises(ContextLengthExceeded, match="prompt too long"):
-            await collect(answer(body, status=400))
+            await collect(stream(body, status=400))
 
-    async def test_error_response_is_closed(self) -> None:
-        """An error answer's body is read and the response closed."""
-        body = Body(error_json("boom"))
+    async def test_error_response_is_read_and_its_connection_reused(self) -> None:
+        """An error answer's body is read to its end; the next request reuses the connection."""
+        script = in_turn(stream(error_json("boom"), 0.05, status=500), stream(DONE))
+        async with http_node({CHAT: script}) as (node, server):
+            with pytest.raises(NodeServerError, match="boom"):
+                await read(node)
+            assert await read(node) == []
+        assert (len(server.requests), server.connections) == (2, 1)
 
-        async def handler(request: httpx.Request) -> httpx.Response:
-            return httpx.Response(500, stream=body)
 
-        with pytest.raises(NodeServerError, match="boom"):
-            await collect(handler)
-        assert body.closed
+class TestTransport:
+    async def test_connection_refused_is_unreachable(self) -> None:
+        """Nothing listening: NodeUnreachable."""
+        async with node_at(f"http://127.0.0.1:{free_port()}") as node:
+            with pytest.raises(NodeUnreachable, match="cannot connect"):
+                await read(node)
 
     @pytest.mark.parametrize(
-        ("failure", "expected"),
-        [
-            (httpx.ConnectError("refused"), NodeUnreachable),
-            (httpx.ConnectTimeout("slow"), NodeTimeout),
-            (httpx.ReadTimeout("slow"), NodeTimeout),
-            (httpx.RemoteProtocolError("garbage"), NodeUnreachable),
-        ],
+        "script", [reset, garbage(b"SSH-2.0-OpenSSH\r\n\r\n")], ids=["reset", "garbage"]
     )
-    async def test_transport_failures_are_translated(
-        self, failure: Exception, expected: type[Exception]
-    ) -> None:
-        """httpx exceptions never escape: each becomes its node error."""
-
-        async def handler(request: httpx.Request) -> httpx.Response:
-            raise failure
-
-        with pytest.raises(expected):
-            await collect(handler)
+    async def test_no_http_answer_is_unreachable(self, script: Script) -> None:
+        """A reset instead of an answer, or an answer that is not HTTP: NodeUnreachable."""
+        with pytest.raises(NodeUnreachable):
+            await collect(script)
 
 
-def routes(**answers: httpx.Response | Exception) -> Handler:
-    """A handler answering by path (``health``, ``props``)."""
-
-    async def handler(request: httpx.Request) -> httpx.Response:
-        outcome = answers[request.url.path.strip("/")]
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
-
-    return handler
-
-
-async def probe(handler: Handler) -> Probe:
-    async with http_node(handler) as node:
-        return await node.probe(1.0)
+async def probe(routes: Mapping[str, Script], timeout: float = 1.0) -> Probe:
+    async with http_node(routes) as (node, _):
+        return await node.probe(timeout)
 
 
 class TestProbe:
     async def test_llama_server_ready_reports_its_slots(self) -> None:
-        """200 on /health is llama-server; /props tells the slot count."""
-        handler = routes(
-            health=httpx.Response(200, json={"status": "ok"}),
-            props=httpx.Response(200, json={"total_slots": 4}),
-        )
-        assert await probe(handler) == Probe("ready", kind="llama_server", slots=4)
+        """200 on /health is llama-server; /props (asked with the key) tells the slot count."""
+        routes = {"/health": OK, "/props": respond(200, {"total_slots": 4})}
+        async with http_node(routes) as (node, server):
+            assert await node.probe(1.0) == Probe("ready", kind="llama_server", slots=4)
+        assert server.requests[-1].headers["authorization"] == "Bearer sekret"
 
     @pytest.mark.parametrize(
         "props",
         [
-            httpx.Response(500, text="no"),
-            httpx.Response(200, text="not json"),
-            httpx.Response(200, json=[4]),
-            httpx.Response(200, json={"total_slots": 0}),
-            httpx.ConnectError("gone"),
+            respond(500, b"no"),
+            respond(200, b"not json"),
+            respond(200, [4]),
+            respond(200, {"total_slots": 0}),
+            reset,
         ],
+        ids=["500", "not-json", "not-object", "zero", "reset"],
     )
-    async def test_unknown_slots_do_not_fail_the_probe(
-        self, props: httpx.Response | Exception
-    ) -> None:
+    async def test_unknown_slots_do_not_fail_the_probe(self, props: Script) -> None:
         """A node that is ready but whose /props is unusable is ready with unknown slots."""
-        handler = routes(health=httpx.Response(200, json={"status": "ok"}), props=props)
-        assert await probe(handler) == Probe("ready", kind="llama_server", slots=None)
+        probed = await probe({"/health": OK, "/props": props})
+        assert probed == Probe("ready", kind="llama_server", slots=None)
 
     async def test_loading_model(self) -> None:
         """503 on /health means llama-server is up but still loading the model."""
-        handler = routes(health=httpx.Response(503, json={"error": {"message": "Loading"}}))
-        assert (await probe(handler)).state == "loading"
+        probed = await probe({"/health": respond(503, {"error": {"message": "Loading"}})})
+        assert probed.state == "loading"
 
     async def test_llama_cpp_python_has_no_health_endpoint(self) -> None:
         """404 on /health is llama_cpp.server: ready, with its single slot."""
-        handler = routes(health=httpx.Response(404, json={"detail": "Not Found"}))
-        assert await probe(handler) == Probe("ready", kind="llama_cpp_server", slots=1)
+        probed = await probe({"/health": respond(404, {"detail": "Not Found"})})
+        assert probed == Probe("ready", kind="llama_cpp_server", slots=1)
+
+    async def test_server_error_is_down(self) -> None:
+        """A 5xx on /health is a node that cannot serve."""
+        probed = await probe({"/health": respond(500, b"")})
+        assert probed == Probe("down", error="health check answered 500")
 
     async def test_connection_error_is_down(self) -> None:
         """An unreachable node is down, with the reason kept for the cluster view."""
-        probed = await probe(routes(health=httpx.ConnectError("connection refused")))
+        async with node_at(f"http://127.0.0.1:{free_port()}") as node:
+            probed = await node.probe(1.0)
         assert probed.state == "down"
-        assert "connection refused" in probed.error
+        assert "cannot connect" in probed.error
+
+    async def test_no_answer_in_time_is_down(self) -> None:
+        """A /health that does not answer within the probe's timeout is down."""
+        async with asyncio.timeout(1):
+            probed = await probe({"/health": hang}, timeout=0.1)
+        assert probed.state == "down"
+        assert "GET /health" in probed.error
