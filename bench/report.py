@@ -9,7 +9,7 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
-_PACKAGES = ("litestar", "uvicorn", "httpx", "httpcore", "msgspec", "structlog")
+_PACKAGES = ("litestar", "uvicorn", "aiohttp", "msgspec", "structlog")
 
 
 @dataclass(frozen=True, slots=True)
