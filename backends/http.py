@@ -194,6 +194,7 @@ class HttpNode:
                 data=self._payload(request),
                 headers=self._post_headers,
                 timeout=self._connect,
+                allow_redirects=False,
             )
         try:
             await self._raise_for_status(response, deadline)
@@ -281,7 +282,9 @@ class HttpNode:
         limit = asyncio.get_running_loop().time() + timeout
         async with (
             _within(self.name, limit, f"no answer to GET {path}"),
-            self._session.get(self._base + path, headers=headers) as response,
+            self._session.get(
+                self._base + path, headers=headers, allow_redirects=False
+            ) as response,
         ):
             return response.status, await response.read()
 

@@ -393,6 +393,15 @@ class TestStatus:
         with pytest.raises(ContextLengthExceeded, match="prompt too long"):
             await collect(stream(body, status=400))
 
+    async def test_redirect_is_not_followed(self) -> None:
+        """A node is never asked twice: a redirect is a rejection with its status."""
+        script = stream(status=307, headers={"location": "/elsewhere"})
+        async with http_node({CHAT: script, "/elsewhere": stream(DONE)}) as (node, server):
+            with pytest.raises(NodeRejected) as caught:
+                await read(node)
+        assert caught.value.status_code == 307
+        assert [r.path for r in server.requests] == [CHAT]
+
     async def test_error_response_is_read_and_its_connection_reused(self) -> None:
         """An error answer's body is read to its end; the next request reuses the connection."""
         script = in_turn(stream(error_json("boom"), 0.05, status=500), stream(DONE))
