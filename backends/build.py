@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import aiohttp
 
 from backends.admission import Admission
-from backends.config import Member, Node, Policies
+from backends.config import Host, Member, Node, Policies
 from backends.health import HealthTracker
 from backends.http import HttpNode
 from backends.node import ManagedNode
@@ -30,13 +30,20 @@ def node_session() -> aiohttp.ClientSession:
     )
 
 
-def build_pool(members: Sequence[Member], nodes: Sequence[Node], policies: Policies) -> Pool:
-    """One shared session (closed with the pool) and one managed node per config entry.
+def build_pool(
+    members: Sequence[Member],
+    nodes: Sequence[Node],
+    policies: Policies,
+    hosts: Sequence[Host] = (),
+) -> Pool:
+    """One shared session (closed with the pool) and one managed node per config entry; nodes
+    on a host with a limit share one admission queue for it.
 
     Call it inside the running loop that will use the pool: the session is bound to it.
     """
     session = node_session()
     by_name = {m.name: m for m in members}
+    limits = {h.name: Admission(h.max_active) for h in hosts}
     managed = [
         ManagedNode(
             spec=node,
@@ -45,6 +52,7 @@ def build_pool(members: Sequence[Member], nodes: Sequence[Node], policies: Polic
             health=HealthTracker(policies.breaker, time.monotonic),
             admission=Admission(node.capacity or 1),
             kind=node.kind,
+            host=limits.get(node.host_name),
         )
         for node in nodes
     ]

@@ -176,7 +176,9 @@ async def cluster(state: State) -> dict[str, Any]:
 def create_app(settings: Settings, *, pool_factory: PoolFactory | None = None) -> Litestar:
     """The gateway app. ``pool_factory`` lets tests supply nodes of their own."""
     configure_logging(settings.server.log_level)
-    make_pool = pool_factory or (lambda s: build_pool(s.members, s.nodes, s.policies))
+    make_pool = pool_factory or (
+        lambda s: build_pool(s.members, s.nodes, s.policies, hosts=s.hosts)
+    )
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:

@@ -12,6 +12,7 @@ import pytest
 
 from backends.admission import Admission
 from backends.base import ChatRequest, Chunk, Served
+from backends.build import build_pool
 from backends.config import Host, Member, Node, Policies, Timeouts
 from backends.errors import AllNodesFailed, QueueTimeout
 from backends.pool import Pool
@@ -132,3 +133,20 @@ def test_a_host_limit_that_matches_no_node_is_a_config_error() -> None:
     )
     with pytest.raises(ConfigError, match="no node runs on 'laptop'"):
         _check_references(settings)
+
+
+async def test_build_pool_gives_nodes_on_one_host_one_limit() -> None:
+    nodes = [
+        Node(name="a", member="small", url="http://127.0.0.1:8201"),
+        Node(name="b", member="small", url="http://127.0.0.1:8202"),
+        Node(name="c", member="small", url="http://10.0.0.9:8080"),
+    ]
+    hosts = [Host(name="127.0.0.1", max_active=1)]
+    pool = build_pool([SMALL], nodes, Policies(), hosts=hosts)
+    try:
+        a, b, c = pool.nodes
+        assert a.host is not None and a.host is b.host and a.host.capacity == 1
+        assert c.host is None
+        assert pool.member_slots("small") == 2
+    finally:
+        await pool.aclose()
