@@ -35,6 +35,7 @@ _JSON_ASKED = re.compile(
 _NO_FENCE = re.compile(r"\bwithout (?:a |any )?code (?:block|fence)s?\b|\bno code blocks?\b", re.I)
 _COUNTED = re.compile(rf"\b{_N} \w+", re.I)
 _COUNT = re.compile(rf"\b{_N}\b", re.I)
+_RANGE = re.compile(rf"\b{_N} (?:to|through) {_N}\b", re.I)
 
 
 def _n(word: str) -> int:
@@ -148,6 +149,11 @@ def _csv_checks(prompt: str) -> list[Check]:
     Read line by line in linear time (a prompt is untrusted; one regex with two ``.*`` was
     quadratic)."""
     for line in prompt.split("\n"):
+        if not _CSV.search(line):
+            continue
+        span = _RANGE.search(line)
+        if span is not None and _n(span.group(2)) > _n(span.group(1)):
+            return [_csv_check(_n(span.group(2)) - _n(span.group(1)) + 1)]
         word = _csv_count(line)
         if word is not None:
             return [_csv_check(_n(word))]

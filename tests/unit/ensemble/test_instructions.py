@@ -45,6 +45,8 @@ CASES = [
     ("List four rivers, one per line, with no numbering.", "Nile\nRhine\nPo\nVolga", []),
     ("List four rivers, one per line, with no numbering.", "Nile, Rhine", ["lines==4"]),
     ("Name three colours separated by commas.", "red, blue, green", []),
+    ("Spell the digits 2 to 4 as words, comma-separated.", "two, three, four", []),
+    ("Spell the digits 2 to 4 as words, comma-separated.", "two three four", ["csv==3"]),
     (
         'Return a JSON object with key "a", without a code block.',
         '```\n{"a": 1}\n```',
