@@ -3,7 +3,8 @@
 A pure state machine with an injected clock and no I/O. Readiness is what the last probe saw
 (``unknown`` until the first one): ``ready``, ``loading`` (up but not serving, e.g. a model
 still loading: not dead) or ``down``. The breaker counts consecutive failures of probes and
-requests alike:
+requests alike; a good probe forgets the failed probes, never the failed requests (a node
+whose ``/health`` is fine but which fails every request must still trip its breaker):
 
     closed --(failures >= threshold)--> open --(open_seconds pass)--> half_open
     half_open --(the one trial succeeds)--> closed
@@ -28,6 +29,7 @@ class HealthTracker:
     clock: Callable[[], float]
     readiness: str = "unknown"
     failures: int = 0
+    probe_failures: int = 0
     last_error: str = ""
     _opened_at: float | None = None
     _trial_running: bool = False
@@ -57,7 +59,7 @@ class HealthTracker:
         self._trial_running = False
 
     def succeeded(self) -> None:
-        self.failures = 0
+        self.failures = self.probe_failures = 0
         self._trial_running = False
         self._opened_at = None
 
@@ -69,10 +71,13 @@ class HealthTracker:
             self._opened_at = self.clock()
 
     def probed(self, readiness: str, error: str = "") -> None:
-        """Record a probe. A failed probe counts as a failure; a good one does not close the
-        breaker by itself (only a served request does), but makes the node eligible again."""
+        """Record a probe. A failed probe counts as a failure; a good one forgets the failed
+        probes (not the failed requests) and does not close the breaker by itself (only a
+        served request does), but makes the node eligible again."""
         self.readiness = readiness
         if readiness == "down":
+            self.probe_failures += 1
             self.failed(error or "probe failed")
         elif readiness == "ready" and self._opened_at is None:
-            self.failures = 0
+            self.failures -= self.probe_failures
+            self.probe_failures = 0

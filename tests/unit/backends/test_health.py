@@ -62,14 +62,23 @@ class TestReadiness:
         health.probed("down")
         assert health.last_error == "probe failed"
 
-    def test_ready_probe_resets_failures_while_closed(self) -> None:
-        """A good probe forgets failures that did not open the breaker."""
+    def test_ready_probe_forgets_failed_probes_while_closed(self) -> None:
+        """A good probe forgets failed probes that did not open the breaker."""
         health, _ = tracker(failures=3)
+        health.probed("down")
         health.failed("a")
-        health.failed("b")
         health.probed("ready")
-        health.failed("c")
-        assert health.breaker == CLOSED
+        health.failed("b")
+        assert health.breaker == CLOSED and health.failures == 2
+
+    def test_ready_probe_does_not_forget_failed_requests(self) -> None:
+        """A node whose health check passes but whose every request fails trips its breaker,
+        however often it is probed in between."""
+        health, _ = tracker(failures=3)
+        for error in ("a", "b", "c"):
+            health.failed(error)
+            health.probed("ready")
+        assert health.breaker == OPEN
 
     def test_ready_probe_does_not_close_an_open_breaker(self) -> None:
         """Only a served request closes the breaker; a probe merely sees the node up."""
@@ -160,6 +169,7 @@ class HealthMachine(RuleBasedStateMachine):
         self.clock = FakeClock()
         self.health = HealthTracker(Breaker(), self.clock)
         self.consecutive = 0
+        self.probe_failures = 0
         self.trial_held = False
 
     @initialize(failures=st.integers(1, 4), open_seconds=st.floats(0.5, 20))
@@ -172,11 +182,14 @@ class HealthMachine(RuleBasedStateMachine):
 
     @rule(readiness=st.sampled_from(["ready", "loading", "down"]))
     def probe(self, readiness: str) -> None:
+        was_closed = self.health.breaker == CLOSED
         self.health.probed(readiness)
         if readiness == "down":
             self._failure()
-        elif readiness == "ready":
-            self.consecutive = 0
+            self.probe_failures += 1
+        elif readiness == "ready" and was_closed:
+            self.consecutive -= self.probe_failures
+            self.probe_failures = 0
 
     @precondition(lambda self: self.health.available())
     @rule()
@@ -192,6 +205,7 @@ class HealthMachine(RuleBasedStateMachine):
         self.health.claim()
         self.health.succeeded()
         self.consecutive = 0
+        self.probe_failures = 0
         self.trial_held = False
         assert self.health.breaker == CLOSED
 
@@ -210,6 +224,7 @@ class HealthMachine(RuleBasedStateMachine):
         """A request admitted earlier succeeds (possibly while the breaker is open)."""
         self.health.succeeded()
         self.consecutive = 0
+        self.probe_failures = 0
         self.trial_held = False
         assert self.health.breaker == CLOSED
 
