@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import Sequence
+from functools import partial
 
 import aiohttp
 
@@ -56,4 +58,12 @@ def build_pool(
         )
         for node in nodes
     ]
-    return Pool(managed, policies, rng=random.Random(), on_close=session.close)
+    return Pool(managed, policies, rng=random.Random(), on_close=partial(close_session, session))
+
+
+async def close_session(session: aiohttp.ClientSession) -> None:
+    """Close the session, then yield once to the loop: closing a connection schedules its
+    transport's end for the next iteration, and a loop stopped before that leaves the socket
+    to be closed at garbage collection (aiohttp's "graceful shutdown" advice)."""
+    await session.close()
+    await asyncio.sleep(0)
