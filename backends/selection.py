@@ -2,9 +2,11 @@
 
 Nodes not yet tried by this request come first. Among them: for chores (``prefer_idle``) an idle
 node of the fastest member; otherwise the most preferred member that has a node. Within that
-group, the least outstanding work per slot (of the node, or of its host when that is busier),
-then the lowest recent time to first token, then a
-random draw, so equal nodes share the load instead of the first one taking it all.
+group, the least outstanding work per slot (of the node, or of its host when that is busier);
+among the equally loaded, a random draw weighted by speed (1 / recent time to first token), so
+a faster node gets more requests but no node is starved: a strict "lowest TTFT wins" would
+never send another request to a node whose last figure was a little slower, and its figure
+would never be renewed.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from collections.abc import Sequence
 from backends.base import ChatRequest
 from backends.node import ManagedNode
 
+_MIN_TTFT = 0.001
+
 
 def choose(
     eligible: Sequence[ManagedNode], request: ChatRequest, tried: set[str], rng: random.Random
@@ -22,7 +26,17 @@ def choose(
     """Pick one of ``eligible`` (which must not be empty)."""
     fresh = [n for n in eligible if n.name not in tried] or list(eligible)
     group = _fastest_idle(fresh) if request.prefer_idle else _most_preferred(fresh, request)
-    return min(group, key=lambda n: (n.load, n.stats.ttft or 0.0, rng.random()))
+    least = min(n.load for n in group)
+    return _by_speed([n for n in group if n.load == least], rng)
+
+
+def _by_speed(nodes: list[ManagedNode], rng: random.Random) -> ManagedNode:
+    """A random node, weighted by 1 / TTFT (at least 1 ms); a node not measured yet weighs as
+    the fastest."""
+    known = [max(n.stats.ttft, _MIN_TTFT) for n in nodes if n.stats.ttft]
+    fastest = min(known, default=1.0)
+    weights = [1 / max(n.stats.ttft or fastest, _MIN_TTFT) for n in nodes]
+    return rng.choices(nodes, weights=weights)[0]
 
 
 def _most_preferred(nodes: list[ManagedNode], request: ChatRequest) -> list[ManagedNode]:

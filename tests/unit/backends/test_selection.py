@@ -77,9 +77,20 @@ class TestLoad:
         """Two of four slots busy is less loaded than one of one."""
         assert pick([node("a", in_flight=1), node("b", capacity=4, in_flight=2)]) == "b"
 
-    def test_lower_ttft_breaks_a_load_tie(self) -> None:
-        """Between equally loaded nodes, the one answering faster lately wins."""
-        assert pick([node("a", ttft=0.9), node("b", ttft=0.2)]) == "b"
+    def test_lower_ttft_wins_most_load_ties(self) -> None:
+        """Between equally loaded nodes, the one answering faster lately wins most often."""
+        nodes = [node("a", ttft=0.9), node("b", ttft=0.2)]
+        rng = random.Random(7)
+        counts = Counter(choose(nodes, CHAT, set(), rng).name for _ in range(1000))
+        assert counts["b"] > 3 * counts["a"]
+
+    def test_a_slightly_slower_node_is_not_starved(self) -> None:
+        """A node whose last TTFT was a little higher still gets its share, so its figure is
+        renewed (a strict minimum never chose it again)."""
+        nodes = [node("a", ttft=0.31), node("b", ttft=0.30)]
+        rng = random.Random(7)
+        counts = Counter(choose(nodes, CHAT, set(), rng).name for _ in range(1000))
+        assert min(counts.values()) > 400
 
 
 class TestFairness:
