@@ -180,7 +180,7 @@ class FaultServer:
     async def start(self) -> None:
         """Listen on 127.0.0.1, on a free port."""
         self._closing = False
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
         self._port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
@@ -238,11 +238,16 @@ class FaultServer:
             ready.set()
             await self._stop.wait()
 
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Register a connection the moment it is accepted, so :meth:`stop` closes it even when
+        its handler task is cancelled before it ever ran (a health probe arriving as the server
+        stops); a handler that never ran would never close its socket."""
+        self._writers.append(writer)
+        self._tasks.add(asyncio.get_running_loop().create_task(self._handle(reader, writer)))
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._tasks.add(task)
-        self._writers.append(writer)
         self.connections += 1
         conn = Connection(reader, writer)
         try:
