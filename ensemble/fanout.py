@@ -11,11 +11,10 @@ leaves room for them (``samples_that_fit``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, aclosing
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 from backends.base import Backend, ChatRequest, Chunk, Served
 from backends.errors import AllNodesFailed
@@ -23,7 +22,7 @@ from ensemble.base import KEEPALIVE, NO_OPTIONS, Options
 from ensemble.candidates import Candidate, ask, replay, settle
 from ensemble.classify import Kind, kind_of
 from ensemble.config import EnsembleSettings
-from ensemble.repair import problems
+from ensemble.repair import faultless
 from ensemble.vote import combine
 
 Slots = Callable[[str], int]
@@ -74,7 +73,7 @@ class Ensemble:
         finally:
             await _cancel(tasks)
         candidates = [_result(task, member) for task, (member, _) in zip(tasks, plan, strict=True)]
-        valid = partial(_valid, body=request.body, kind=kind)
+        valid = partial(faultless, body=request.body, kind=kind)
         winner = self._decide(candidates, kind, served, valid, options.explain)
         async for chunk in replay(winner):
             yield chunk
@@ -121,10 +120,6 @@ class Ensemble:
             **verdict.why,
         }
         return verdict.winner
-
-
-def _valid(candidate: Candidate, body: Mapping[str, Any], kind: Kind) -> bool:
-    return not problems(candidate, body, kind)
 
 
 def _any_answered(tasks: Sequence[asyncio.Future[Candidate]]) -> bool:

@@ -41,6 +41,11 @@ def problems(candidate: Candidate, body: Mapping[str, Any], kind: Kind) -> list[
     return found
 
 
+def faultless(candidate: Candidate, body: Mapping[str, Any], kind: Kind) -> bool:
+    """True when no checker finds anything wrong (the ensemble's filter before voting)."""
+    return not problems(candidate, body, kind)
+
+
 def repair_request(request: ChatRequest, candidate: Candidate, found: list[str]) -> ChatRequest:
     """The conversation so far, the faulty answer, and a message naming its faults."""
     messages = [

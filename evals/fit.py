@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from backends.base import Chunk
 from backends.collect import Accumulator
@@ -23,7 +24,7 @@ from ensemble.candidates import Candidate
 from ensemble.cascade import agreement
 from ensemble.classify import Kind as RequestKind
 from ensemble.instructions import failed_checks
-from ensemble.repair import problems
+from ensemble.repair import faultless
 from ensemble.signals import code_parses
 from ensemble.vote import combine
 from evals.client import Sampling
@@ -90,12 +91,8 @@ def replay_cascade(
 
 def _validity(item: Item) -> Callable[[Candidate], bool]:
     """The ensemble's checker for this item, as the gateway would run it."""
-    kind, body = request_kind(item), {"messages": [{"role": "user", "content": item.prompt}]}
-
-    def valid(candidate: Candidate) -> bool:
-        return not problems(candidate, body, kind)
-
-    return valid
+    body = {"messages": [{"role": "user", "content": item.prompt}]}
+    return partial(faultless, body=body, kind=request_kind(item))
 
 
 def replay_vote(items: Sequence[Item], answers: Sequence[tuple[Table, str]]) -> tuple[float, float]:

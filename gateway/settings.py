@@ -18,6 +18,7 @@ import yaml
 
 from backends.config import Host, Member, Node, Policies
 from backends.errors import BooagentError
+from ensemble.classify import Kind
 from ensemble.config import StrategySettings
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "cluster.yaml"
@@ -141,7 +142,7 @@ def _check_hosts(settings: Settings) -> None:
             raise ConfigError(f"hosts: no node runs on {host.name!r} (nodes run on: {known})")
 
 
-_KINDS = ("code", "structured", "math", "chore", "general")
+_KINDS = tuple(kind.value for kind in Kind)
 
 
 def _check_kinds(strategies: StrategySettings) -> None:
