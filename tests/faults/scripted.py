@@ -19,7 +19,7 @@ import math
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Self
 
-from ._wire import ClientGone, Connection, Request
+from ._wire import ClientGone, Connection, Request, close_server
 
 Script = Callable[[Connection, Request], Awaitable[bool]]
 
@@ -116,11 +116,10 @@ class ScriptedNode:
 
     async def __aexit__(self, *exc_info: object) -> None:
         assert self._server is not None
-        self._server.close()
+        await close_server(self._server)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._server.wait_closed()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()

@@ -35,6 +35,7 @@ from ._wire import (
     Connection,
     Request,
     SseWriter,
+    close_server,
     completion,
     context_length_error,
     error_body,
@@ -187,8 +188,7 @@ class FaultServer:
         """Stop listening, close every connection and end every handler task."""
         self._closing = True
         if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+            await close_server(self._server)
         while self._tasks:
             for task in self._tasks:
                 task.cancel()
