@@ -20,11 +20,11 @@ from backends.base import Backend, ChatRequest, Chunk, Served
 from backends.errors import AllNodesFailed
 from ensemble.base import NO_OPTIONS, Options, keepalives
 from ensemble.candidates import Candidate, ask, replay, settle
-from ensemble.classify import Kind, kind_of, last_user_text
+from ensemble.checks import verdict
+from ensemble.classify import Kind, kind_of
 from ensemble.config import CascadeSettings
-from ensemble.instructions import failed_checks
-from ensemble.repair import problems, repair_request
-from ensemble.signals import code_parses, json_matches, short_form, similarity, tool_calls_valid
+from ensemble.repair import repair_request
+from ensemble.signals import short_form, similarity
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,20 +37,11 @@ class Signal:
 
 
 def structural_signal(candidate: Candidate, body: Mapping[str, Any], kind: Kind) -> Signal | None:
-    """A validity check when the request has one (tools, JSON format, code); else None."""
-    calls = [candidate.acc.tool_calls[i] for i in sorted(candidate.acc.tool_calls)]
-    if body.get("tools") and calls:
-        return Signal(tool_calls_valid(calls, body["tools"]), "tool_arguments_valid")
-    response_format = body.get("response_format") or {}
-    if response_format.get("type") in ("json_object", "json_schema"):
-        schema = (response_format.get("json_schema") or {}).get("schema")
-        return Signal(json_matches(candidate.text, schema), "json_valid")
-    if kind is Kind.CODE:
-        return Signal(code_parses(candidate.text), "code_parses")
-    failed = failed_checks(last_user_text(body.get("messages") or []), candidate.text)
-    if failed is not None:
-        return Signal(not failed, "instructions", 0.0 if failed else 1.0)
-    return None
+    """The checkers' verdict (tools, JSON format, code, instructions) when one applies."""
+    found = verdict(candidate, body, kind)
+    if not found.checked:
+        return None
+    return Signal(found.passed, found.decided_by, 1.0 if found.passed else 0.0)
 
 
 def agreement(a: Candidate, b: Candidate) -> float:
@@ -149,7 +140,7 @@ class Cascade:
         steps: list[dict[str, Any]],
     ) -> AsyncIterator[Chunk]:
         """Ask the winner's member once more with its faults named; keep the better answer."""
-        found = problems(winner, request.body, kind)
+        found = _faults(winner, request.body, kind)
         if not found:
             return
         task = asyncio.ensure_future(
@@ -159,7 +150,7 @@ class Cascade:
             yield beat
         fixed = task.result()
         tried.append(fixed)
-        left = problems(fixed, request.body, kind) if fixed.ok else found
+        left = _faults(fixed, request.body, kind) if fixed.ok else found
         better = fixed.ok and len(left) < len(found)
         fixed.outcome = "accepted" if better else "rejected"
         if better:
@@ -187,6 +178,12 @@ class Cascade:
             if not task.done():
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+
+
+def _faults(candidate: Candidate, body: Mapping[str, Any], kind: Kind) -> list[str]:
+    """What the checkers find wrong that a repair could fix (nothing for a tool call)."""
+    found = verdict(candidate, body, kind)
+    return list(found.faults) if found.repairable else []
 
 
 def _winner(tried: Sequence[Candidate]) -> Candidate | None:

@@ -20,9 +20,9 @@ from backends.base import Backend, ChatRequest, Chunk, Served
 from backends.errors import AllNodesFailed
 from ensemble.base import KEEPALIVE, NO_OPTIONS, Options
 from ensemble.candidates import Candidate, ask, replay, settle
+from ensemble.checks import faultless
 from ensemble.classify import Kind, kind_of
 from ensemble.config import EnsembleSettings
-from ensemble.repair import faultless
 from ensemble.vote import combine
 
 Slots = Callable[[str], int]

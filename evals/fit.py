@@ -17,15 +17,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from backends.base import Chunk
 from backends.collect import Accumulator
 from ensemble.candidates import Candidate
 from ensemble.cascade import agreement
+from ensemble.checks import faultless, verdict
 from ensemble.classify import Kind as RequestKind
-from ensemble.instructions import failed_checks
-from ensemble.repair import faultless
-from ensemble.signals import code_parses
 from ensemble.vote import combine
 from evals.client import Sampling
 from evals.items import Item
@@ -61,11 +60,9 @@ def _candidate(record: Record, sample: int = 0) -> Candidate:
 
 def cascade_accepts(item: Item, first: Record, second: Record | None, threshold: float) -> bool:
     """The cascade's verdict on the cheap member's answer (see ``ensemble.cascade``)."""
-    if item.kind == "code":
-        return code_parses(first.answer)
-    failed = failed_checks(item.prompt, first.answer)
-    if failed is not None:
-        return not failed
+    found = verdict(_candidate(first), _body(item), request_kind(item))
+    if found.checked:
+        return found.passed
     if second is None:
         return False
     return agreement(_candidate(first), _candidate(second, 1)) >= threshold
@@ -91,8 +88,12 @@ def replay_cascade(
 
 def _validity(item: Item) -> Callable[[Candidate], bool]:
     """The ensemble's checker for this item, as the gateway would run it."""
-    body = {"messages": [{"role": "user", "content": item.prompt}]}
-    return partial(faultless, body=body, kind=request_kind(item))
+    return partial(faultless, body=_body(item), kind=request_kind(item))
+
+
+def _body(item: Item) -> dict[str, Any]:
+    """The chat request the harness sends for ``item``."""
+    return {"messages": [{"role": "user", "content": item.prompt}]}
 
 
 def replay_vote(items: Sequence[Item], answers: Sequence[tuple[Table, str]]) -> tuple[float, float]:

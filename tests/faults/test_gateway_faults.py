@@ -78,7 +78,6 @@ def stream_text(client: openai.OpenAI) -> tuple[str, str | None, str]:
     return text, finish, raw.headers["x-booagent-node"]
 
 
-
 class TestBeforeTheFirstToken:
     """Failures before any content are retried on another node, invisibly."""
 

@@ -1,0 +1,80 @@
+"""One verdict per answer, from every checker that applies to the request.
+
+The cascade accepts or escalates on it, the repair step names its faults back to the member,
+and the ensemble drops faulted candidates before voting: all three read the same
+:class:`Verdict`, so a checker added here counts everywhere at once.
+
+Checkers, in order: tool-call arguments against the tools' schemas (when the answer calls a
+tool), JSON against the requested ``response_format``, Python that parses (for code
+requests), and the prompt's checkable instructions (:mod:`ensemble.instructions`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ensemble.candidates import Candidate
+from ensemble.classify import Kind, last_user_text
+from ensemble.instructions import instruction_checks
+from ensemble.signals import code_parses, json_matches, tool_calls_valid
+
+_BAD_TOOL_CALL = "the tool-call arguments must match the tool's parameters"
+_BAD_JSON = "reply with JSON that matches the requested format"
+_BAD_CODE = "the code must be valid Python (yours does not parse)"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Which checkers applied, what they found (in words), and which one decided."""
+
+    checks: tuple[str, ...] = ()
+    faults: tuple[str, ...] = ()
+    decided_by: str = ""
+    repairable: bool = True
+
+    @property
+    def checked(self) -> bool:
+        return bool(self.checks)
+
+    @property
+    def passed(self) -> bool:
+        return not self.faults
+
+
+def verdict(candidate: Candidate, body: Mapping[str, Any], kind: Kind) -> Verdict:
+    """Every applicable checker's finding on ``candidate`` (no checks for a failed call)."""
+    if not candidate.ok:
+        return Verdict()
+    calls = [candidate.acc.tool_calls[i] for i in sorted(candidate.acc.tool_calls)]
+    if body.get("tools") and calls:
+        valid = tool_calls_valid(calls, body["tools"])
+        faults = () if valid else (_BAD_TOOL_CALL,)
+        return Verdict(("tool_arguments_valid",), faults, "tool_arguments_valid", False)
+    text = candidate.text
+    found: list[tuple[str, list[str]]] = []
+    response_format = body.get("response_format") or {}
+    if response_format.get("type") in ("json_object", "json_schema"):
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        found.append(("json_valid", [] if json_matches(text, schema) else [_BAD_JSON]))
+    if kind is Kind.CODE:
+        found.append(("code_parses", [] if code_parses(text) else [_BAD_CODE]))
+    checks = instruction_checks(last_user_text(body.get("messages") or []))
+    if checks:
+        found.append(("instructions", [c.broken(text) for c in checks if not c.test(text)]))
+    return _summed(found, repairable=bool(text.strip()) and not calls)
+
+
+def faultless(candidate: Candidate, body: Mapping[str, Any], kind: Kind) -> bool:
+    """True when no checker finds anything wrong (the ensemble's filter before voting)."""
+    return verdict(candidate, body, kind).passed
+
+
+def _summed(found: Sequence[tuple[str, list[str]]], *, repairable: bool) -> Verdict:
+    """Collect ``(check, its faults)`` pairs; the first check with a fault decides, else the
+    first check."""
+    faults = [fault for _, some in found for fault in some]
+    decided = next((name for name, some in found if some), found[0][0] if found else "")
+    names = tuple(name for name, _ in found)
+    return Verdict(names, tuple(dict.fromkeys(faults)), decided, repairable)
