@@ -3,9 +3,10 @@
 Score, then decide: each step's answer gets a :class:`Signal` (valid code, valid JSON, valid
 tool arguments, or agreement between two samples of that step); an answer whose signal passes
 is streamed, otherwise the next, stronger member is asked. The last step is always accepted,
-and if it fails the best earlier answer is used. With ``repair`` set, an answer a checker can
-fault (a broken instruction, invalid JSON or code) is sent back once to its member with the
-faults named (:mod:`ensemble.repair`), and the new answer wins if it has fewer.
+and if it fails the best earlier answer is used. Then an answer a checker faults (a broken
+instruction, invalid JSON or code; :mod:`ensemble.checks`) is mended: ``resample`` fresh
+samples from its member, then with ``repair`` one request naming the faults
+(:mod:`ensemble.repair`); a try with fewer faults replaces it.
 """
 
 from __future__ import annotations
@@ -88,13 +89,13 @@ class Cascade:
                 yield beat
             if steps[-1]["accepted"]:
                 break
+        escalations = len(steps) - 1
         winner = _winner(tried)
-        if winner is not None and self.settings.repair:
-            async for beat in self._repair(request, kind, winner, tried, steps):
+        if winner is not None:
+            async for beat in self._mend(request, kind, winner, tried, steps):
                 yield beat
             winner = _winner(tried)
         settle(served, tried, winner, texts=options.explain)
-        escalations = sum(1 for step in steps if step["signal"] != "repair") - 1
         served.decision = {"strategy": self.name, "steps": steps, "escalations": escalations}
         if winner is None:
             raise AllNodesFailed("every member of the cascade failed", failures=[])
@@ -131,7 +132,7 @@ class Cascade:
         steps.append({"member": member, "signal": signal.name, "score": signal.score,
                       "accepted": signal.accept})  # fmt: skip
 
-    async def _repair(
+    async def _mend(
         self,
         request: ChatRequest,
         kind: Kind,
@@ -139,24 +140,30 @@ class Cascade:
         tried: list[Candidate],
         steps: list[dict[str, Any]],
     ) -> AsyncIterator[Chunk]:
-        """Ask the winner's member once more with its faults named; keep the better answer."""
-        found = _faults(winner, request.body, kind)
-        if not found:
-            return
-        task = asyncio.ensure_future(
-            ask(self.backend, repair_request(request, winner, found), winner.member)
-        )
-        async for beat in self._waiting(task):
-            yield beat
-        fixed = task.result()
-        tried.append(fixed)
-        left = _faults(fixed, request.body, kind) if fixed.ok else found
-        better = fixed.ok and len(left) < len(found)
-        fixed.outcome = "accepted" if better else "rejected"
-        if better:
-            winner.outcome = "repaired"
-        steps.append({"member": winner.member, "signal": "repair", "score": None,
-                      "problems": found, "left": left, "accepted": better})  # fmt: skip
+        """A faulted answer gets ``resample`` fresh samples of the request, then (with
+        ``repair``) one request naming its faults; a try with fewer faults replaces it."""
+        best, found = winner, _faults(winner, request.body, kind)
+        tries = ["resample"] * self.settings.resample + ["repair"] * self.settings.repair
+        for how in tries:
+            if not found:
+                return
+            sample = 0 if how == "repair" else sum(c.member == best.member for c in tried)
+            ask_for = repair_request(request, best, found) if how == "repair" else request
+            task = asyncio.ensure_future(
+                ask(self.backend, ask_for, best.member, sample, self.settings.sample_temperature)
+            )
+            async for beat in self._waiting(task):
+                yield beat
+            fixed = task.result()
+            tried.append(fixed)
+            left = _faults(fixed, request.body, kind) if fixed.ok else found
+            better = fixed.ok and len(left) < len(found)
+            fixed.outcome = "accepted" if better else "rejected"
+            steps.append({"member": best.member, "signal": how, "score": None,
+                          "problems": found, "left": left, "accepted": better})  # fmt: skip
+            if better:
+                best.outcome = "repaired" if how == "repair" else "resampled"
+                best, found = fixed, left
 
     def _signal(
         self, candidate: Candidate, request: ChatRequest, kind: Kind, last: bool

@@ -19,15 +19,17 @@ class CascadeSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     A step's answer is accepted when its cheap signal says so: valid Python for code, valid
     JSON for a JSON ``response_format``, valid tool-call arguments for tools; otherwise two
     samples of the step must agree at least ``agreement`` (word-bigram Jaccard, or equal short
-    answers). The last step's answer is always accepted. ``repair``: an answer that breaks a
-    checkable instruction (or is invalid JSON or code) is sent back once to its member with
-    the faults named, and the new answer is kept if it has fewer faults.
+    answers). The last step's answer is always accepted. Then an answer a checker faults (a
+    broken checkable instruction, invalid JSON or code) is mended: ``resample`` fresh samples
+    of the request from its member (another seed, ``sample_temperature``), then with
+    ``repair`` one request naming its faults; a try with fewer faults replaces the answer.
     """
 
     ladders: dict[str, tuple[str, ...]] = {}
     agreement: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.5
     check_agreement: bool = True
     sample_temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] = 0.8
+    resample: Annotated[int, msgspec.Meta(ge=0, le=4)] = 0
     repair: bool = False
 
 

@@ -171,6 +171,42 @@ class TestRepair:
         assert len(node.requests) == 1
 
 
+class TestResample:
+    async def test_a_faulted_answer_is_replaced_by_a_fresh_sample_that_keeps_the_rules(
+        self,
+    ) -> None:
+        node = FakeNode("s", reply=by_seed("The sea is very big.", "Vast blue sea."))
+        text, served = await run(cascade(node, ladder=("cheap",), resample=1), SEA_Q)
+        assert text == "Vast blue sea."
+        again = node.requests[1].body
+        assert again["messages"] == SEA_Q["messages"], "the request as sent, not a repair"
+        assert again["seed"] == 1 and again["temperature"] >= 0.8
+        assert [c["outcome"] for c in served.calls] == ["resampled", "accepted"]
+        assert served.decision["steps"][-1]["signal"] == "resample"
+        assert served.decision["escalations"] == 0
+
+    async def test_samples_stop_at_the_first_faultless_answer(self) -> None:
+        node = FakeNode("s", reply=by_seed("The sea is very big.", "Vast blue sea.", "x"))
+        _, served = await run(cascade(node, ladder=("cheap",), resample=3, repair=True), SEA_Q)
+        assert len(node.requests) == 2 and len(served.calls) == 2
+
+    async def test_each_sample_has_its_own_seed_then_the_repair_follows(self) -> None:
+        def reply(request: ChatRequest) -> str:
+            if len(request.body["messages"]) > 1:
+                return "Vast blue sea."
+            return "The sea is very big." if request.body.get("seed", 0) < 2 else "A big sea here."
+
+        node = FakeNode("s", reply=reply)
+        text, served = await run(cascade(node, ladder=("cheap",), resample=2, repair=True), SEA_Q)
+        assert text == "Vast blue sea."
+        assert [r.body.get("seed", 0) for r in node.requests[:3]] == [0, 1, 2]
+        steps = served.decision["steps"][1:]
+        assert [(s["signal"], s["accepted"]) for s in steps] == [
+            ("resample", False), ("resample", False), ("repair", True)
+        ]  # fmt: skip
+        assert "yours: 5 words" in node.requests[3].body["messages"][-1]["content"]
+
+
 class TestEnsemble:
     async def test_majority_vote_on_numbers(self) -> None:
         nodes = FakeNode("a", reply="It is 7."), FakeNode("b", reply="7"), FakeNode("c", reply="8")
@@ -345,15 +381,17 @@ class TestProperties:
             st.sampled_from(["a b c", "x y", "```python\ndef f(:\n```"]), min_size=2, max_size=3
         ),
         repair=st.booleans(),
+        resample=st.integers(0, 3),
     )
-    def test_cascade_call_bound(self, replies: list[str], repair: bool) -> None:
-        """At most two calls per ladder step (plus one repair), and the answer is one a member
-        gave."""
+    def test_cascade_call_bound(self, replies: list[str], repair: bool, resample: int) -> None:
+        """At most two calls per ladder step, plus the resamples and the repair, and the answer
+        is one a member gave."""
         nodes = [FakeNode(f"n{i}", reply=r) for i, r in enumerate(replies)]
         ladder = ("cheap", "strong", "third")[: len(nodes)]
         body = {"messages": [{"role": "user", "content": "Say it in exactly 2 words."}]}
-        text, _ = asyncio.run(run(cascade(*nodes, ladder=ladder, repair=repair), body))
-        assert sum(len(n.requests) for n in nodes) <= 2 * len(nodes) + repair
+        run_it = cascade(*nodes, ladder=ladder, repair=repair, resample=resample)
+        text, _ = asyncio.run(run(run_it, body))
+        assert sum(len(n.requests) for n in nodes) <= 2 * len(nodes) + resample + repair
         assert text in replies
 
 
