@@ -12,7 +12,8 @@ import time
 from dataclasses import dataclass
 
 import openai
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, AsyncStream
+from openai.types.chat import ChatCompletionChunk
 
 from bench.workload import SEED, Prompt
 
@@ -62,10 +63,7 @@ async def ask(
     outcome = Outcome(request_id, prompt.kind, time.monotonic())
     headers = {"x-request-id": request_id} if send_id else {}
     try:
-        if prompt.stream:
-            await _streamed(client, model, prompt, outcome, headers)
-        else:
-            await _whole(client, model, prompt, outcome, headers)
+        await _exchange(client, model, prompt, outcome, headers)
     except openai.APIStatusError as exc:
         outcome.status = exc.status_code
         outcome.error = f"{exc.status_code}: {exc.message}"
@@ -76,7 +74,7 @@ async def ask(
     return outcome
 
 
-async def _streamed(
+async def _exchange(
     client: AsyncOpenAI, model: str, prompt: Prompt, outcome: Outcome, headers: dict[str, str]
 ) -> None:
     raw = await client.chat.completions.with_raw_response.create(
@@ -85,32 +83,22 @@ async def _streamed(
         max_tokens=prompt.max_tokens,
         temperature=0,
         seed=SEED,
-        stream=True,
+        stream=prompt.stream,
         extra_headers=headers,
     )
     outcome.status = raw.status_code
     outcome.node = raw.headers.get("x-booagent-node", "")
-    stream = raw.parse()
+    answer = raw.parse()
+    if isinstance(answer, AsyncStream):
+        await _count_stream(answer, outcome)
+    else:
+        outcome.tokens = answer.usage.completion_tokens if answer.usage else 0
+
+
+async def _count_stream(stream: AsyncStream[ChatCompletionChunk], outcome: Outcome) -> None:
     async with stream:
         async for chunk in stream:
             if chunk.choices and chunk.choices[0].delta.content:
                 outcome.tokens += 1
                 if outcome.first_token is None:
                     outcome.first_token = time.monotonic()
-
-
-async def _whole(
-    client: AsyncOpenAI, model: str, prompt: Prompt, outcome: Outcome, headers: dict[str, str]
-) -> None:
-    raw = await client.chat.completions.with_raw_response.create(
-        model=model,
-        messages=[{"role": "user", "content": prompt.text}],
-        max_tokens=prompt.max_tokens,
-        temperature=0,
-        seed=SEED,
-        extra_headers=headers,
-    )
-    outcome.status = raw.status_code
-    outcome.node = raw.headers.get("x-booagent-node", "")
-    completion = raw.parse()
-    outcome.tokens = completion.usage.completion_tokens if completion.usage else 0
