@@ -81,8 +81,23 @@ def running_gateway(
         _wait_until_up(base, server)
         yield base
     finally:
+        _stop_accepting(server)
         server.should_exit = True
         thread.join(15)
+
+
+def _stop_accepting(server: uvicorn.Server, settle: float = 0.05) -> None:
+    """Stop the listening sockets accepting before uvicorn closes them, and give connections
+    already accepted a moment to attach: a connection accepted in the loop turn before
+    ``Server.close()`` is left to the garbage collector (python/cpython#109564; see
+    ``tests.faults._wire.close_server``)."""
+    listeners = [sock for srv in server.servers for sock in srv.sockets]
+    if not listeners:
+        return
+    loop = server.servers[0].get_loop()
+    for sock in listeners:
+        loop.call_soon_threadsafe(loop.remove_reader, sock.fileno())
+    time.sleep(settle)
 
 
 def _wait_until_up(base: str, server: uvicorn.Server, timeout: float = 30.0) -> None:

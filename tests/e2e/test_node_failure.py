@@ -31,12 +31,13 @@ def _states(base: str) -> dict[str, tuple[str, str]]:
     return {n["name"]: (n["state"], n["breaker"]) for n in nodes}
 
 
-
 def test_killed_node_is_routed_around_and_comes_back(twin_cluster: Cluster) -> None:
     """A stream on the killed node ends in an error (never a clean end); every request
     not yet committed is served by the other node; the dead node is reported, then recovers."""
-    with running_gateway(twin_cluster.settings()) as base:
-        sdk = openai.OpenAI(base_url=f"{base}/v1", api_key="x", max_retries=0, timeout=120)
+    with (
+        running_gateway(twin_cluster.settings()) as base,
+        openai.OpenAI(base_url=f"{base}/v1", api_key="x", max_retries=0, timeout=120) as sdk,
+    ):
         victim_stream = sdk.chat.completions.with_raw_response.create(
             model=SMOL, messages=STORY, max_tokens=1500, stream=True, temperature=0.8
         )

@@ -199,10 +199,11 @@ class TestAuth:
             assert anonymous.status_code == 401
             assert anonymous.json()["error"]["type"] == "authentication_error"
             wrong = openai.OpenAI(base_url=f"{base}/v1", api_key="wrong", max_retries=0)
-            with pytest.raises(openai.AuthenticationError):
+            with wrong, pytest.raises(openai.AuthenticationError):
                 wrong.models.list()
             good = openai.OpenAI(base_url=f"{base}/v1", api_key="s3cret", max_retries=0)
-            assert good.chat.completions.create(model=SMOL, messages=HELLO, max_tokens=4)
+            with good:
+                assert good.chat.completions.create(model=SMOL, messages=HELLO, max_tokens=4)
 
     def test_empty_bearer_accepted_when_auth_is_off(self, gateway_url: str) -> None:
         """Open WebUI sends `Authorization: Bearer ` with no key (httpx refuses to, so raw)."""
@@ -252,4 +253,3 @@ class TestDisconnect:
 def _in_flight(base: str, node: str) -> int:
     nodes = httpx.get(f"{base}/v1/cluster").json()["nodes"]
     return int(next(n["in_flight"] for n in nodes if n["name"] == node))
-

@@ -58,7 +58,13 @@ def cluster(
         for node in nodes:
             stack.enter_context(node.in_thread())
         base = stack.enter_context(running_gateway(_settings(list(nodes), n_ctx, policies)))
-        yield openai.OpenAI(base_url=f"{base}/v1", api_key="x", max_retries=0, timeout=30)
+        with openai.OpenAI(base_url=f"{base}/v1", api_key="x", max_retries=0, timeout=30) as sdk:
+            yield sdk
+
+
+def sdk_for(base: str, max_retries: int = 0) -> openai.OpenAI:
+    """An SDK client for the gateway at ``base`` (close it: its pooled sockets stay open)."""
+    return openai.OpenAI(base_url=f"{base}/v1", api_key="x", max_retries=max_retries)
 
 
 def ask(client: openai.OpenAI, **extra: Any) -> Any:
@@ -101,8 +107,8 @@ class TestBeforeTheFirstToken:
     def test_persistent_429_gives_503_with_retry_after_and_no_client_retry(self) -> None:
         node = FaultServer("a", Scenario.RATE_LIMITED)
         with node.in_thread(), running_gateway(_settings([node])) as base:
-            sdk = openai.OpenAI(base_url=f"{base}/v1", api_key="x", max_retries=2)
-            with pytest.raises(openai.APIStatusError) as caught:
+            sdk = sdk_for(base, max_retries=2)
+            with sdk, pytest.raises(openai.APIStatusError) as caught:
                 sdk.chat.completions.create(model="booagent-cluster", messages=HELLO)
         response = caught.value.response
         assert response.status_code == 503
@@ -218,7 +224,7 @@ class TestBreaker:
             for node in (bad, good):
                 stack.enter_context(node.in_thread())
             base = stack.enter_context(running_gateway(_settings([bad, good])))
-            sdk = openai.OpenAI(base_url=f"{base}/v1", api_key="x", max_retries=0)
+            sdk = stack.enter_context(sdk_for(base))
             for _ in range(2):
                 sdk.chat.completions.create(model="booagent-cluster", messages=HELLO)
             view = {n["name"]: n for n in httpx.get(f"{base}/v1/cluster").json()["nodes"]}
