@@ -12,7 +12,7 @@ samples from its member, then with ``repair`` one request naming the faults
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, aclosing
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +21,7 @@ from backends.base import Backend, ChatRequest, Chunk, Served
 from backends.errors import AllNodesFailed
 from ensemble.base import NO_OPTIONS, Options, keepalives
 from ensemble.candidates import Candidate, ask, replay, settle
-from ensemble.checks import verdict
+from ensemble.checks import Checker
 from ensemble.classify import Kind, kind_of
 from ensemble.config import CascadeSettings
 from ensemble.repair import repair_request
@@ -37,9 +37,9 @@ class Signal:
     score: float | None = None
 
 
-def structural_signal(candidate: Candidate, body: Mapping[str, Any], kind: Kind) -> Signal | None:
+def structural_signal(candidate: Candidate, checker: Checker) -> Signal | None:
     """The checkers' verdict (tools, JSON format, code, instructions) when one applies."""
-    found = verdict(candidate, body, kind)
+    found = checker.verdict(candidate)
     if not found.checked:
         return None
     return Signal(found.passed, found.decided_by, 1.0 if found.passed else 0.0)
@@ -81,18 +81,19 @@ class Cascade:
         kind = kind_of(request, served)
         served.strategy = self.name
         ladder = self.ladder(kind, options)
+        checker = Checker.of(request.body, kind)
         tried: list[Candidate] = []
         steps: list[dict[str, Any]] = []
         for step, member in enumerate(ladder):
             last = step == len(ladder) - 1
-            async for beat in self._step(request, member, kind, tried, steps, last):
+            async for beat in self._step(request, member, checker, tried, steps, last):
                 yield beat
             if steps[-1]["accepted"]:
                 break
         escalations = len(steps) - 1
         winner = _winner(tried)
         if winner is not None:
-            async for beat in self._mend(request, kind, winner, tried, steps):
+            async for beat in self._mend(request, checker, winner, tried, steps):
                 yield beat
             winner = _winner(tried)
         settle(served, tried, winner, texts=options.explain)
@@ -106,7 +107,7 @@ class Cascade:
         self,
         request: ChatRequest,
         member: str,
-        kind: Kind,
+        checker: Checker,
         tried: list[Candidate],
         steps: list[dict[str, Any]],
         last: bool,
@@ -117,7 +118,7 @@ class Cascade:
             yield beat
         first = task.result()
         tried.append(first)
-        signal = self._signal(first, request, kind, last)
+        signal = self._signal(first, checker, last)
         if signal is None:
             second_task = asyncio.ensure_future(
                 ask(self.backend, request, member, 1, self.settings.sample_temperature)
@@ -135,14 +136,14 @@ class Cascade:
     async def _mend(
         self,
         request: ChatRequest,
-        kind: Kind,
+        checker: Checker,
         winner: Candidate,
         tried: list[Candidate],
         steps: list[dict[str, Any]],
     ) -> AsyncIterator[Chunk]:
         """A faulted answer gets ``resample`` fresh samples of the request, then (with
         ``repair``) one request naming its faults; a try with fewer faults replaces it."""
-        best, found = winner, _faults(winner, request.body, kind)
+        best, found = winner, _faults(winner, checker)
         tries = ["resample"] * self.settings.resample + ["repair"] * self.settings.repair
         for how in tries:
             if not found:
@@ -156,7 +157,7 @@ class Cascade:
                 yield beat
             fixed = task.result()
             tried.append(fixed)
-            left = _faults(fixed, request.body, kind) if fixed.ok else found
+            left = _faults(fixed, checker) if fixed.ok else found
             better = fixed.ok and len(left) < len(found)
             fixed.outcome = "accepted" if better else "rejected"
             steps.append({"member": best.member, "signal": how, "score": None,
@@ -165,14 +166,12 @@ class Cascade:
                 best.outcome = "repaired" if how == "repair" else "resampled"
                 best, found = fixed, left
 
-    def _signal(
-        self, candidate: Candidate, request: ChatRequest, kind: Kind, last: bool
-    ) -> Signal | None:
+    def _signal(self, candidate: Candidate, checker: Checker, last: bool) -> Signal | None:
         if not candidate.ok:
             return Signal(False, "failed")
         if last:
             return Signal(True, "last_step")
-        structural = structural_signal(candidate, request.body, kind)
+        structural = structural_signal(candidate, checker)
         if structural is not None or self.settings.check_agreement:
             return structural
         return Signal(True, "unchecked")
@@ -187,9 +186,9 @@ class Cascade:
                 await asyncio.gather(task, return_exceptions=True)
 
 
-def _faults(candidate: Candidate, body: Mapping[str, Any], kind: Kind) -> list[str]:
+def _faults(candidate: Candidate, checker: Checker) -> list[str]:
     """What the checkers find wrong that a repair could fix (nothing for a tool call)."""
-    found = verdict(candidate, body, kind)
+    found = checker.verdict(candidate)
     return list(found.faults) if found.repairable else []
 
 

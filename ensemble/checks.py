@@ -2,7 +2,8 @@
 
 The cascade accepts or escalates on it, the repair step names its faults back to the member,
 and the ensemble drops faulted candidates before voting: all three read the same
-:class:`Verdict`, so a checker added here counts everywhere at once.
+:class:`Verdict`, so a checker added here counts everywhere at once. A :class:`Checker` reads
+the request once and then judges any number of answers to it.
 
 Checkers, in order: tool-call arguments against the tools' schemas (when the answer calls a
 tool), JSON against the requested ``response_format``, Python that parses (for code
@@ -17,7 +18,7 @@ from typing import Any
 
 from ensemble.candidates import Candidate
 from ensemble.classify import Kind, last_user_text
-from ensemble.instructions import instruction_checks
+from ensemble.instructions import Check, instruction_checks
 from ensemble.signals import code_parses, json_matches, tool_calls_valid
 
 _BAD_TOOL_CALL = "the tool-call arguments must match the tool's parameters"
@@ -43,32 +44,50 @@ class Verdict:
         return not self.faults
 
 
-def verdict(candidate: Candidate, body: Mapping[str, Any], kind: Kind) -> Verdict:
-    """Every applicable checker's finding on ``candidate`` (no checks for a failed call)."""
-    if not candidate.ok:
-        return Verdict()
-    calls = [candidate.acc.tool_calls[i] for i in sorted(candidate.acc.tool_calls)]
-    if body.get("tools") and calls:
-        valid = tool_calls_valid(calls, body["tools"])
-        faults = () if valid else (_BAD_TOOL_CALL,)
-        return Verdict(("tool_arguments_valid",), faults, "tool_arguments_valid", False)
-    text = candidate.text
-    found: list[tuple[str, list[str]]] = []
-    response_format = body.get("response_format") or {}
-    if response_format.get("type") in ("json_object", "json_schema"):
-        schema = (response_format.get("json_schema") or {}).get("schema")
-        found.append(("json_valid", [] if json_matches(text, schema) else [_BAD_JSON]))
-    if kind is Kind.CODE:
-        found.append(("code_parses", [] if code_parses(text) else [_BAD_CODE]))
-    checks = instruction_checks(last_user_text(body.get("messages") or []))
-    if checks:
-        found.append(("instructions", [c.broken(text) for c in checks if not c.test(text)]))
-    return _summed(found, repairable=bool(text.strip()) and not calls)
+@dataclass(frozen=True, slots=True)
+class Checker:
+    """The checkers that apply to one request, read from it once (a prompt can be megabytes,
+    and a cascade or an ensemble judges several answers to it)."""
 
+    tools: Sequence[Any] = ()
+    json: bool = False
+    schema: Any = None
+    code: bool = False
+    instructions: tuple[Check, ...] = ()
 
-def faultless(candidate: Candidate, body: Mapping[str, Any], kind: Kind) -> bool:
-    """True when no checker finds anything wrong (the ensemble's filter before voting)."""
-    return verdict(candidate, body, kind).passed
+    @classmethod
+    def of(cls, body: Mapping[str, Any], kind: Kind) -> Checker:
+        response_format = body.get("response_format") or {}
+        return cls(
+            tools=body.get("tools") or (),
+            json=response_format.get("type") in ("json_object", "json_schema"),
+            schema=(response_format.get("json_schema") or {}).get("schema"),
+            code=kind is Kind.CODE,
+            instructions=tuple(instruction_checks(last_user_text(body.get("messages") or []))),
+        )
+
+    def verdict(self, candidate: Candidate) -> Verdict:
+        """Every applicable checker's finding on ``candidate`` (no checks for a failed call)."""
+        if not candidate.ok:
+            return Verdict()
+        calls = [candidate.acc.tool_calls[i] for i in sorted(candidate.acc.tool_calls)]
+        if self.tools and calls:
+            faults = () if tool_calls_valid(calls, self.tools) else (_BAD_TOOL_CALL,)
+            return Verdict(("tool_arguments_valid",), faults, "tool_arguments_valid", False)
+        text = candidate.text
+        found: list[tuple[str, list[str]]] = []
+        if self.json:
+            found.append(("json_valid", [] if json_matches(text, self.schema) else [_BAD_JSON]))
+        if self.code:
+            found.append(("code_parses", [] if code_parses(text) else [_BAD_CODE]))
+        if self.instructions:
+            broken = [c.broken(text) for c in self.instructions if not c.test(text)]
+            found.append(("instructions", broken))
+        return _summed(found, repairable=bool(text.strip()) and not calls)
+
+    def faultless(self, candidate: Candidate) -> bool:
+        """True when no checker finds anything wrong (the ensemble's filter before voting)."""
+        return self.verdict(candidate).passed
 
 
 def _summed(found: Sequence[tuple[str, list[str]]], *, repairable: bool) -> Verdict:

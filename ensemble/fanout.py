@@ -14,13 +14,12 @@ import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, aclosing
 from dataclasses import dataclass
-from functools import partial
 
 from backends.base import Backend, ChatRequest, Chunk, Served
 from backends.errors import AllNodesFailed
 from ensemble.base import KEEPALIVE, NO_OPTIONS, Options
 from ensemble.candidates import Candidate, ask, replay, settle
-from ensemble.checks import faultless
+from ensemble.checks import Checker
 from ensemble.classify import Kind, kind_of
 from ensemble.config import EnsembleSettings
 from ensemble.vote import combine
@@ -73,7 +72,7 @@ class Ensemble:
         finally:
             await _cancel(tasks)
         candidates = [_result(task, member) for task, (member, _) in zip(tasks, plan, strict=True)]
-        valid = partial(faultless, body=request.body, kind=kind)
+        valid = Checker.of(request.body, kind).faultless
         winner = self._decide(candidates, kind, served, valid, options.explain)
         async for chunk in replay(winner):
             yield chunk

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 from backends.base import Chunk
 from backends.collect import Accumulator
 from ensemble.candidates import Candidate
 from ensemble.cascade import agreement
-from ensemble.checks import faultless, verdict
+from ensemble.checks import Checker
 from ensemble.classify import Kind as RequestKind
 from ensemble.vote import combine
 from evals.client import Sampling
@@ -60,7 +59,7 @@ def _candidate(record: Record, sample: int = 0) -> Candidate:
 
 def cascade_accepts(item: Item, first: Record, second: Record | None, threshold: float) -> bool:
     """The cascade's verdict on the cheap member's answer (see ``ensemble.cascade``)."""
-    found = verdict(_candidate(first), _body(item), request_kind(item))
+    found = Checker.of(_body(item), request_kind(item)).verdict(_candidate(first))
     if found.checked:
         return found.passed
     if second is None:
@@ -88,7 +87,7 @@ def replay_cascade(
 
 def _validity(item: Item) -> Callable[[Candidate], bool]:
     """The ensemble's checker for this item, as the gateway would run it."""
-    return partial(faultless, body=_body(item), kind=request_kind(item))
+    return Checker.of(_body(item), request_kind(item)).faultless
 
 
 def _body(item: Item) -> dict[str, Any]:
@@ -153,7 +152,7 @@ def request_kind(item: Item) -> RequestKind:
     """How the gateway's classifier sees an eval item (for the `auto` table)."""
     from ensemble.classify import classify
 
-    return classify({"messages": [{"role": "user", "content": item.prompt}]})
+    return classify(_body(item))
 
 
 MEMBERS = ("smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b")

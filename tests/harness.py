@@ -81,23 +81,32 @@ def running_gateway(
         _wait_until_up(base, server)
         yield base
     finally:
-        _stop_accepting(server)
+        _close_servers(server)
         server.should_exit = True
         thread.join(15)
 
 
-def _stop_accepting(server: uvicorn.Server, settle: float = 0.05) -> None:
-    """Stop the listening sockets accepting before uvicorn closes them, and give connections
-    already accepted a moment to attach: a connection accepted in the loop turn before
-    ``Server.close()`` is left to the garbage collector (python/cpython#109564; see
-    ``tests.faults._wire.close_server``)."""
-    listeners = [sock for srv in server.servers for sock in srv.sockets]
-    if not listeners:
-        return
-    loop = server.servers[0].get_loop()
-    for sock in listeners:
-        loop.call_soon_threadsafe(loop.remove_reader, sock.fileno())
-    time.sleep(settle)
+async def close_server(server: asyncio.Server) -> None:
+    """Close ``server`` without losing a socket to CPython's close race (python/cpython#109564,
+    open): a connection accepted in the loop iteration before ``close()`` finishes attaching
+    only afterwards, fails an assertion that is swallowed, and leaves its socket to the garbage
+    collector ("unclosed transport"). So stop accepting first, let every accepted connection
+    attach and reach its handler, and only then close."""
+    loop = asyncio.get_running_loop()
+    for sock in server.sockets:
+        loop.remove_reader(sock.fileno())
+    for _ in range(3):
+        await asyncio.sleep(0)
+    server.close()
+    await server.wait_closed()
+
+
+def _close_servers(server: uvicorn.Server) -> None:
+    """Close uvicorn's listening servers with :func:`close_server` on its own loop, before it
+    closes them itself (it then finds them closed)."""
+    for srv in server.servers:
+        if srv.get_loop().is_running():
+            asyncio.run_coroutine_threadsafe(close_server(srv), srv.get_loop()).result(5)
 
 
 def _wait_until_up(base: str, server: uvicorn.Server, timeout: float = 30.0) -> None:

@@ -47,7 +47,6 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-
 def _node_pids(node_port: int) -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():

@@ -20,21 +20,6 @@ from typing import Any
 _POLL = 0.02
 
 
-async def close_server(server: asyncio.Server) -> None:
-    """Close ``server`` without losing a socket to CPython's close race (python/cpython#109564,
-    open): a connection accepted in the loop iteration before ``close()`` finishes attaching
-    only afterwards, fails an assertion that is swallowed, and leaves its socket to the garbage
-    collector ("unclosed transport"). So stop accepting first, let every accepted connection
-    attach and reach its handler, and only then close."""
-    loop = asyncio.get_running_loop()
-    for sock in server.sockets:
-        loop.remove_reader(sock.fileno())
-    for _ in range(3):
-        await asyncio.sleep(0)
-    server.close()
-    await server.wait_closed()
-
-
 class ClientGone(Exception):
     """The client closed its side before the response was complete."""
 

@@ -19,7 +19,9 @@ import math
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Self
 
-from ._wire import ClientGone, Connection, Request, close_server
+from tests.harness import close_server
+
+from ._wire import ClientGone, Connection, Request
 
 Script = Callable[[Connection, Request], Awaitable[bool]]
 

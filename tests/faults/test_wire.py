@@ -1,4 +1,5 @@
-"""The fault servers' own plumbing: closing a server leaves no socket behind."""
+"""Closing a test server (a fault server, or the in-process gateway's uvicorn) leaves no
+socket behind."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from ._wire import close_server
+from tests.harness import close_server
 
 pytestmark = pytest.mark.anyio
 

@@ -30,12 +30,13 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Literal, Self
 
+from tests.harness import close_server
+
 from ._wire import (
     ClientGone,
     Connection,
     Request,
     SseWriter,
-    close_server,
     completion,
     context_length_error,
     error_body,

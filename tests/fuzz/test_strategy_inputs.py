@@ -19,6 +19,7 @@ from backends.base import Chunk
 from backends.errors import InvalidRequest
 from ensemble.candidates import Candidate
 from ensemble.cascade import structural_signal
+from ensemble.checks import Checker
 from ensemble.classify import Kind, classify
 from ensemble.instructions import failed_checks
 from ensemble.signals import json_matches
@@ -96,7 +97,7 @@ def test_cascade_checks_of_accepted_bodies_never_raise(
         assume(False)
     found = candidate(answer, call_name)
     for kind in Kind:
-        structural_signal(found, parsed.forward, kind)
+        structural_signal(found, Checker.of(parsed.forward, kind))
     assert classify(parsed.forward) in set(Kind)
 
 
@@ -135,5 +136,6 @@ def test_answer_nested_past_the_recursion_limit_is_not_json() -> None:
     body = {"model": "m", "messages": [{"role": "user", "content": "json"}]}
     body["response_format"] = {"type": "json_schema", "json_schema": {"schema": {"type": "array"}}}
     found = candidate("[" * 100_000 + "]" * 100_000, None)
-    signal = structural_signal(found, parse_chat(json.dumps(body).encode()).forward, Kind.GENERAL)
+    forward = parse_chat(json.dumps(body).encode()).forward
+    signal = structural_signal(found, Checker.of(forward, Kind.GENERAL))
     assert signal is not None and not signal.accept
