@@ -15,7 +15,7 @@ import msgspec
 
 from backends.base import ChatRequest, Chunk, Served
 
-StrategyName = Literal["auto", "route", "cascade", "ensemble"]
+StrategyName = Literal["auto", "route", "cascade", "ensemble", "program"]
 KEEPALIVE = Chunk({}, keepalive=True)
 
 

@@ -59,8 +59,9 @@ _STRUCTURED = re.compile(
 )
 _MATH = re.compile(
     r"\b(how many|how much|total|sum|difference|product|percent|average|each|per|remain(?:s|ing)?|"
-    r"left|altogether|twice|half|times|cost|costs|calculate|compute)\b|"
-    r"\d\s*[+*/x\u00d7\u00f7=]\s*\d|\d\s+-\s+\d",
+    r"left|altogether|twice|half|times|cost|costs|calculate|compute|area|perimeter|volume|"
+    r"ratio|discount|interest|speed)\b|"
+    r"\d\s*[+*/x\u00d7\u00f7=%]\s*\d|\d\s+-\s+\d|\d\s*%",
     re.IGNORECASE,
 )
 _DIGITS = re.compile(r"\d")

@@ -44,6 +44,17 @@ class EnsembleSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     sample_temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] = 0.8
 
 
+class ProgramSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Who writes programs for math requests (the first whose call succeeds; empty: every
+    member in config order), the tokens a program may take when the request sets no
+    ``max_tokens``, and the CPU and wall-clock seconds a program may run."""
+
+    members: tuple[str, ...] = ()
+    max_tokens: Annotated[int, msgspec.Meta(ge=16)] = 512
+    cpu_seconds: Annotated[int, msgspec.Meta(ge=1, le=60)] = 2
+    wall_seconds: Annotated[float, msgspec.Meta(gt=0, le=120)] = 5.0
+
+
 class StrategySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """``default`` serves the bare virtual model; ``auto`` maps a kind of request to a strategy."""
 
@@ -51,4 +62,5 @@ class StrategySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     auto: dict[str, StrategyName] = {}
     cascade: CascadeSettings = CascadeSettings()
     ensemble: EnsembleSettings = EnsembleSettings()
+    program: ProgramSettings = ProgramSettings()
     keepalive_seconds: Annotated[float, msgspec.Meta(gt=0)] = 2.0

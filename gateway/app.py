@@ -26,6 +26,7 @@ from ensemble.base import Strategy
 from ensemble.cascade import Cascade
 from ensemble.classify import Kind
 from ensemble.fanout import Ensemble
+from ensemble.program import Program
 from ensemble.route import Pinned, Router
 from gateway.chat import answer
 from gateway.errors import EXCEPTION_HANDLERS
@@ -79,12 +80,14 @@ def _strategies(settings: Settings, pool: Pool) -> dict[str, Strategy]:
         Kind.GENERAL: settings.routes.general,
         Kind.CHORE: settings.routes.chore,
     }
+    router = Router(pool, routes, members)
     named: dict[str, Strategy] = {
-        "route": Router(pool, routes, members),
+        "route": router,
         "cascade": Cascade(pool, config.cascade, members, config.keepalive_seconds),
         "ensemble": Ensemble(
             pool, config.ensemble, members, pool.member_slots, config.keepalive_seconds
         ),
+        "program": Program(pool, config.program, router, members, config.keepalive_seconds),
     }
     named["auto"] = Auto(named, config.auto)
     virtual = settings.server.virtual_model
@@ -94,7 +97,7 @@ def _strategies(settings: Settings, pool: Pool) -> dict[str, Strategy]:
     return strategies
 
 
-STRATEGY_NAMES = ("auto", "route", "cascade", "ensemble")
+STRATEGY_NAMES = ("auto", "route", "cascade", "ensemble", "program")
 
 
 def _models_listing(strategies: dict[str, Strategy]) -> dict[str, Any]:

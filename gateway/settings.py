@@ -9,7 +9,7 @@ Environment overrides: ``BOOAGENT_HOST``, ``BOOAGENT_PORT``, ``BOOAGENT_API_KEYS
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -157,23 +157,23 @@ def _check_kinds(strategies: StrategySettings) -> None:
                 raise ConfigError(f"strategies.{field}: unknown kind {kind!r} (kinds: {known})")
 
 
+def _named_members(strategies: StrategySettings) -> Iterator[tuple[str, str]]:
+    """Every (setting, member name) pair the strategies' settings name."""
+    for kind, ladder in strategies.cascade.ladders.items():
+        yield from ((f"cascade.ladders.{kind}", name) for name in ladder)
+    yield from (("ensemble.members", name) for name in strategies.ensemble.members)
+    for kind, members in strategies.ensemble.members_by_kind.items():
+        yield from ((f"ensemble.members_by_kind.{kind}", name) for name in members)
+    yield from (("program.members", name) for name in strategies.program.members)
+
+
 def _check_strategy_members(settings: Settings, names: set[str]) -> None:
     strategies = settings.strategies
     _check_kinds(strategies)
-    for kind, ladder in strategies.cascade.ladders.items():
-        for name in ladder:
-            if name not in names:
-                raise ConfigError(
-                    f"strategies.cascade.ladders.{kind} names unknown member {name!r}"
-                )
     if "auto" in strategies.auto.values():
-        raise ConfigError("strategies.auto maps kinds to route, cascade or ensemble, not auto")
-    for name in strategies.ensemble.members:
+        raise ConfigError(
+            "strategies.auto maps kinds to route, cascade, ensemble or program, not auto"
+        )
+    for field, name in _named_members(strategies):
         if name not in names:
-            raise ConfigError(f"strategies.ensemble.members names unknown member {name!r}")
-    for kind, members in strategies.ensemble.members_by_kind.items():
-        for name in members:
-            if name not in names:
-                raise ConfigError(
-                    f"strategies.ensemble.members_by_kind.{kind} names unknown member {name!r}"
-                )
+            raise ConfigError(f"strategies.{field} names unknown member {name!r}")

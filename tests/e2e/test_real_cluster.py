@@ -32,7 +32,8 @@ class TestModels:
     def test_virtual_model_first_then_members(self, client: openai.OpenAI) -> None:
         """The listing names the virtual model first, its strategies, then every member."""
         ids = [m.id for m in client.models.list()]
-        strategies = [f"booagent-cluster:{s}" for s in ("auto", "route", "cascade", "ensemble")]
+        names = ("auto", "route", "cascade", "ensemble", "program")
+        strategies = [f"booagent-cluster:{s}" for s in names]
         assert ids == ["booagent-cluster", *strategies, SMOL, CODER]
 
     def test_short_path_for_open_webui(self, gateway_url: str) -> None:

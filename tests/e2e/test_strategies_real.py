@@ -19,7 +19,8 @@ MATH = [{"role": "user", "content": "What is 12 + 30? Answer with the number onl
 
 @pytest.fixture(scope="module")
 def base(real_cluster: Cluster) -> Iterator[str]:
-    with running_gateway(real_cluster.settings({"keepalive_seconds": 0.2})) as url:
+    strategies = {"keepalive_seconds": 0.2, "program": {"members": [CODER]}}
+    with running_gateway(real_cluster.settings(strategies)) as url:
         yield url
 
 
@@ -28,7 +29,7 @@ def client(base: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{base}/v1", api_key="x", max_retries=0, timeout=120)
 
 
-@pytest.mark.parametrize("strategy", ["route", "cascade", "ensemble"])
+@pytest.mark.parametrize("strategy", ["route", "cascade", "ensemble", "program"])
 def test_whole_answer_carries_booagent_metadata(client: openai.OpenAI, strategy: str) -> None:
     """A non-streaming answer names the strategy, the calls made, and sums their usage."""
     done = client.chat.completions.create(
@@ -42,7 +43,7 @@ def test_whole_answer_carries_booagent_metadata(client: openai.OpenAI, strategy:
     assert done.usage is not None and done.usage.completion_tokens == spent
 
 
-@pytest.mark.parametrize("strategy", ["cascade", "ensemble"])
+@pytest.mark.parametrize("strategy", ["cascade", "ensemble", "program"])
 def test_stream_has_keepalives_then_answer_then_metadata(base: str, strategy: str) -> None:
     """While members work the stream carries SSE comments; the last chunk carries `booagent`."""
     body = {
@@ -71,6 +72,40 @@ def test_sdk_stream_through_ensemble(client: openai.OpenAI) -> None:
     assert len({c.id for c in chunks}) == 1
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert chunks[-1].model_extra["booagent"]["strategy"] == "ensemble"  # type: ignore[index]
+
+
+APPLES = [
+    {
+        "role": "user",
+        "content": "Tom has 12 apples. He gives 5 of them to his friend. How many apples does "
+        "Tom have left? Give the final answer as a number on the last line.",
+    }
+]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_program_answers_a_word_problem_with_the_number_it_computed(
+    client: openai.OpenAI, stream: bool
+) -> None:
+    """The coder writes a program, the gateway runs it, the answer ends with its number."""
+    if stream:
+        chunks = list(
+            client.chat.completions.create(
+                model="booagent-cluster:program", messages=APPLES, temperature=0, seed=1,
+                max_tokens=200, stream=True,
+            )
+        )  # fmt: skip
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        meta = chunks[-1].model_extra["booagent"]  # type: ignore[index]
+    else:
+        done = client.chat.completions.create(
+            model="booagent-cluster:program", messages=APPLES, temperature=0, seed=1,
+            max_tokens=200,
+        )  # fmt: skip
+        text, meta = done.choices[0].message.content or "", done.model_extra["booagent"]  # type: ignore[index]
+    assert "```python" in text and text.splitlines()[-1] == "7"
+    assert meta["strategy"] == "program" and meta["ran"] and meta["answer"] == "7"
+    assert [c["member"] for c in meta["calls"]] == [CODER]
 
 
 def test_extra_body_overrides_strategy_and_members(client: openai.OpenAI) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from evals import sandbox
+from ensemble import sandbox
 from evals.formats import (
     Case,
     Choice,
@@ -293,7 +293,7 @@ class TestWithoutNamespaces:
     def test_preamble_blocks_connections(
         self, listener: tuple[int, list[str]], monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        monkeypatch.setattr(sandbox, "_network_jail", lambda: ())
+        monkeypatch.setattr(sandbox, "network_jail", lambda: ())
         port, accepted = listener
         answer = (
             "```python\nimport socket\ndef add(a, b):\n"

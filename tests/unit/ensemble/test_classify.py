@@ -55,6 +55,8 @@ MATH = [
     "Tom has 3 apples and buys 5 more. How many apples does he have?",
     "A shirt costs $20 and is 15 percent off. What does it cost now?",
     "What is 12 x 7?",
+    "A room is 4 metres long and 3 metres wide. What is its area?",
+    "What is 20% of 150?",
 ]
 
 GENERAL = [

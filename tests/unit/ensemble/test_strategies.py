@@ -17,8 +17,9 @@ from backends.errors import AllNodesFailed, NodeUnreachable
 from ensemble.auto import Auto
 from ensemble.base import Options
 from ensemble.cascade import Cascade
-from ensemble.config import CascadeSettings, EnsembleSettings
+from ensemble.config import CascadeSettings, EnsembleSettings, ProgramSettings
 from ensemble.fanout import Ensemble
+from ensemble.program import Program
 from ensemble.route import Router
 from tests.fakes import FakeNode, fake_pool
 
@@ -329,7 +330,7 @@ class TestAuto:
         _, served = await run(auto, CHAT_Q)
         assert served.strategy == "route"
 
-    @pytest.mark.parametrize("chosen", ["route", "cascade", "ensemble"])
+    @pytest.mark.parametrize("chosen", ["route", "cascade", "ensemble", "program"])
     async def test_a_request_is_classified_once(
         self, chosen: str, monkeypatch: pytest.MonkeyPatch
     ) -> None:
@@ -339,10 +340,12 @@ class TestAuto:
             classify_module, "classify", lambda body: calls.append(body) or real(body)
         )
         pool = fake_pool([(FakeNode("a", reply="```python\nx = 1\n```"), CHEAP)])
+        router = Router(pool, {}, ("cheap",))
         named: dict[str, Any] = {
-            "route": Router(pool, {}, ("cheap",)),
+            "route": router,
             "cascade": Cascade(pool, CascadeSettings(), ("cheap",)),
             "ensemble": Ensemble(pool, EnsembleSettings(), ("cheap",)),
+            "program": Program(pool, ProgramSettings(), router, ("cheap",)),
         }
         _, served = await run(Auto(named, {"code": chosen}), CODE_Q)
         assert served.strategy == chosen and served.kind == "code"

@@ -53,6 +53,9 @@ def test_a_host_limit_below_one_is_refused(tmp_path: Path) -> None:
             {"ensemble": {"members_by_kind": {"structured": ["gpt-9"]}}},
             "members_by_kind.structured names unknown member 'gpt-9'",
         ),
+        ({"program": {"members": ["gpt-9"]}}, "program.members names unknown member 'gpt-9'"),
+        ({"program": {"cpu_seconds": 0}}, "cpu_seconds"),
+        ({"auto": {"math": "auto"}}, "route, cascade, ensemble or program, not auto"),
     ],
 )
 def test_strategy_mistakes_are_named(
