@@ -29,6 +29,7 @@ class Candidate:
     error: str | None = None
     acc: Accumulator = field(default_factory=Accumulator)
     outcome: str = "pending"
+    tidied: bool = False
 
     @property
     def ok(self) -> bool:
@@ -54,6 +55,7 @@ class Candidate:
             "tokens": self.usage["completion_tokens"] if self.ok else 0,
             "outcome": self.outcome if self.error is None else "failed",
             "error": self.error,
+            **({"tidied": True} if self.tidied else {}),
         }
 
 
@@ -98,6 +100,26 @@ async def ask(
     candidate.node = served.node
     candidate.latency = loop.time() - started
     return candidate
+
+
+def text_chunks(text: str, usage: Mapping[str, int], finish: str = "stop") -> list[Chunk]:
+    """An answer the gateway wrote (or rewrote) as a stream: the text, then a finishing chunk
+    that carries the usage of the calls that produced it."""
+    return [
+        Chunk({"choices": [{"index": 0, "delta": {"role": "assistant", "content": text},
+                            "finish_reason": None}]}),
+        Chunk({"choices": [{"index": 0, "delta": {}, "finish_reason": finish}],
+               "usage": dict(usage)}),
+    ]  # fmt: skip
+
+
+def retext(candidate: Candidate, text: str) -> None:
+    """Give the candidate another text (a tidied form of its own), keeping its usage."""
+    chunks = text_chunks(text, candidate.usage, candidate.acc.finish_reason or "stop")
+    acc = Accumulator(prompt_estimate=candidate.acc.prompt_estimate)
+    for chunk in chunks:
+        acc.add(chunk)
+    candidate.chunks, candidate.acc = chunks, acc
 
 
 async def replay(candidate: Candidate) -> AsyncIterator[Chunk]:

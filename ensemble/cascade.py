@@ -4,9 +4,11 @@ Score, then decide: each step's answer gets a :class:`Signal` (valid code, valid
 tool arguments, or agreement between two samples of that step); an answer whose signal passes
 is streamed, otherwise the next, stronger member is asked. The last step is always accepted,
 and if it fails the best earlier answer is used. Then an answer a checker faults (a broken
-instruction, invalid JSON or code; :mod:`ensemble.checks`) is mended: ``resample`` fresh
-samples from its member, then with ``repair`` one request naming the faults
-(:mod:`ensemble.repair`); a try with fewer faults replaces it.
+instruction, invalid JSON or code; :mod:`ensemble.checks`) is mended: asked again under a
+grammar that enforces its instructions when one can (``constrain``), else with ``resample``
+fresh samples from its member and then with ``repair`` one request naming the faults
+(:mod:`ensemble.repair`); a try with fewer faults replaces it. Every answer is first tidied
+where a broken instruction needs no model to fix (lowercased, a code fence unwrapped).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from backends.base import Backend, ChatRequest, Chunk, Served
@@ -116,7 +118,7 @@ class Cascade:
         task = asyncio.ensure_future(ask(self.backend, request, member))
         async for beat in self._waiting(task):
             yield beat
-        first = task.result()
+        first = checker.tidy(task.result())
         tried.append(first)
         signal = self._signal(first, checker, last)
         if signal is None:
@@ -144,18 +146,16 @@ class Cascade:
         """A faulted answer gets ``resample`` fresh samples of the request, then (with
         ``repair``) one request naming its faults; a try with fewer faults replaces it."""
         best, found = winner, _faults(winner, checker)
-        tries = ["resample"] * self.settings.resample + ["repair"] * self.settings.repair
-        for how in tries:
+        for how in self._mending(checker):
             if not found:
                 return
-            sample = 0 if how == "repair" else sum(c.member == best.member for c in tried)
-            ask_for = repair_request(request, best, found) if how == "repair" else request
+            ask_for, sample = self._mend_request(how, request, checker, best, found, tried)
             task = asyncio.ensure_future(
                 ask(self.backend, ask_for, best.member, sample, self.settings.sample_temperature)
             )
             async for beat in self._waiting(task):
                 yield beat
-            fixed = task.result()
+            fixed = checker.tidy(task.result())
             tried.append(fixed)
             left = _faults(fixed, checker) if fixed.ok else found
             better = fixed.ok and len(left) < len(found)
@@ -163,8 +163,34 @@ class Cascade:
             steps.append({"member": best.member, "signal": how, "score": None,
                           "problems": found, "left": left, "accepted": better})  # fmt: skip
             if better:
-                best.outcome = "repaired" if how == "repair" else "resampled"
+                best.outcome = {"repair": "repaired", "constrain": "constrained"}.get(
+                    how, "resampled"
+                )
                 best, found = fixed, left
+
+    def _mending(self, checker: Checker) -> list[str]:
+        """A grammar, when one enforces the request's instructions, is the one sure fix;
+        otherwise fresh samples, then the repair."""
+        settings = self.settings
+        if settings.constrain and checker.grammar:
+            return ["constrain"]
+        return ["resample"] * settings.resample + ["repair"] * settings.repair
+
+    def _mend_request(
+        self,
+        how: str,
+        request: ChatRequest,
+        checker: Checker,
+        best: Candidate,
+        found: list[str],
+        tried: list[Candidate],
+    ) -> tuple[ChatRequest, int]:
+        """What a mending try asks, and its sample number (0: the request's own seed)."""
+        if how == "constrain":
+            return replace(request, body={**request.body, "grammar": checker.grammar}), 0
+        if how == "repair":
+            return repair_request(request, best, found), 0
+        return request, sum(c.member == best.member for c in tried)
 
     def _signal(self, candidate: Candidate, checker: Checker, last: bool) -> Signal | None:
         if not candidate.ok:

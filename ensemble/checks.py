@@ -16,9 +16,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ensemble.candidates import Candidate
+from ensemble.candidates import Candidate, retext
 from ensemble.classify import Kind, last_user_text
 from ensemble.instructions import Check, instruction_checks
+from ensemble.shape import grammar, merged
 from ensemble.signals import code_parses, json_matches, tool_calls_valid
 
 _BAD_TOOL_CALL = "the tool-call arguments must match the tool's parameters"
@@ -55,6 +56,18 @@ class Checker:
     code: bool = False
     instructions: tuple[Check, ...] = ()
 
+    @property
+    def grammar(self) -> str | None:
+        """A GBNF grammar that makes every instruction hold, when the request's checks are all
+        instructions of form (word counts, lines, case, letters, start, commas) that agree."""
+        if self.tools or self.json or self.code or not self.instructions:
+            return None
+        shapes = [check.shape for check in self.instructions]
+        if any(shape is None for shape in shapes):
+            return None
+        shape = merged([s for s in shapes if s is not None])
+        return None if shape is None else grammar(shape)
+
     @classmethod
     def of(cls, body: Mapping[str, Any], kind: Kind) -> Checker:
         response_format = body.get("response_format") or {}
@@ -84,6 +97,28 @@ class Checker:
             broken = [c.broken(text) for c in self.instructions if not c.test(text)]
             found.append(("instructions", broken))
         return _summed(found, repairable=bool(text.strip()) and not calls)
+
+    def tidied(self, text: str) -> str | None:
+        """``text`` with every broken instruction's tidy applied, when that leaves fewer
+        instructions broken (and changes nothing a model would have to rewrite)."""
+        broken = [c for c in self.instructions if not c.test(text)]
+        fixes = [c.tidy for c in broken if c.tidy is not None]
+        if not fixes:
+            return None
+        for fix in fixes:
+            text = fix(text)
+        left = sum(not c.test(text) for c in self.instructions)
+        return text if left < len(broken) else None
+
+    def tidy(self, candidate: Candidate) -> Candidate:
+        """The candidate, its text tidied in place when that fixes a broken instruction."""
+        tidy = (
+            self.tidied(candidate.text) if candidate.ok and not candidate.acc.tool_calls else None
+        )
+        if tidy is not None:
+            retext(candidate, tidy)
+            candidate.tidied = True
+        return candidate
 
     def faultless(self, candidate: Candidate) -> bool:
         """True when no checker finds anything wrong (the ensemble's filter before voting)."""

@@ -20,9 +20,11 @@ class CascadeSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     JSON for a JSON ``response_format``, valid tool-call arguments for tools; otherwise two
     samples of the step must agree at least ``agreement`` (word-bigram Jaccard, or equal short
     answers). The last step's answer is always accepted. Then an answer a checker faults (a
-    broken checkable instruction, invalid JSON or code) is mended: ``resample`` fresh samples
-    of the request from its member (another seed, ``sample_temperature``), then with
-    ``repair`` one request naming its faults; a try with fewer faults replaces the answer.
+    broken checkable instruction, invalid JSON or code) is mended. With ``constrain``, when
+    every instruction is of a form a grammar can enforce (:mod:`ensemble.shape`), the same
+    request is asked once more under that grammar. Otherwise ``resample`` fresh samples of the
+    request from its member (another seed, ``sample_temperature``), then with ``repair`` one
+    request naming its faults. A try with fewer faults replaces the answer.
     """
 
     ladders: dict[str, tuple[str, ...]] = {}
@@ -31,6 +33,7 @@ class CascadeSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     sample_temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] = 0.8
     resample: Annotated[int, msgspec.Meta(ge=0, le=4)] = 0
     repair: bool = False
+    constrain: bool = False
 
 
 class EnsembleSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

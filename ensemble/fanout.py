@@ -71,9 +71,12 @@ class Ensemble:
                 yield beat
         finally:
             await _cancel(tasks)
-        candidates = [_result(task, member) for task, (member, _) in zip(tasks, plan, strict=True)]
-        valid = Checker.of(request.body, kind).faultless
-        winner = self._decide(candidates, kind, served, valid, options.explain)
+        checker = Checker.of(request.body, kind)
+        candidates = [
+            checker.tidy(_result(task, member))
+            for task, (member, _) in zip(tasks, plan, strict=True)
+        ]
+        winner = self._decide(candidates, kind, served, checker.faultless, options.explain)
         async for chunk in replay(winner):
             yield chunk
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
+from ensemble.shape import Shape
 from ensemble.signals import parse_json
 
 _NUMBERS = {
@@ -22,6 +24,12 @@ _NUMBERS = {
 _N = r"(\d+|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|single)"
 _WORDS = re.compile(r"[A-Za-z0-9']+")
 _LIST_LINE = re.compile(r"^[^\S\n]*(?:[-*\u2022]|\d+[.)])\s+\S", re.MULTILINE)
+_MARKER = re.compile(r"^[^\S\n]*(?:[-*\u2022]|\d+[.)])[^\S\n]+(?=\S)", re.MULTILINE)
+_NO_MARKERS = re.compile(
+    r"\b(?:no|without) (?:numbers?,? (?:or )?)?(?:bullets?|bullet points|numbering|list markers)\b",
+    re.I,
+)
+_FENCE_LINE = re.compile(r"^\s*```")
 _CSV = re.compile(r"comma-separated|separated by commas", re.I)
 _LINES = re.compile(rf"\b(?:write|exactly|in) {_N} lines\b", re.I)
 _PER_LINE = re.compile(rf"\b{_N} (?:[\w-]+ ){{0,2}}[\w-]+, one per line\b", re.I)
@@ -47,13 +55,18 @@ class Check:
     """One instruction: its name, a test of an answer, and the rule in words.
 
     ``rule`` and ``measure`` tell a model what it got wrong (the cascade's repair step):
-    "use exactly 8 words" and, for an answer, "it has 9".
+    "use exactly 8 words" and, for an answer, "it has 9". ``shape`` is the same instruction as
+    a grammar can enforce it (:mod:`ensemble.shape`), when one can. ``tidy`` fixes an answer
+    that breaks it without changing what it says (lowercasing it, unwrapping a code fence),
+    when that is possible.
     """
 
     name: str
     test: Callable[[str], bool]
     rule: str = ""
     measure: Callable[[str], str] | None = None
+    shape: Shape | None = None
+    tidy: Callable[[str], str] | None = None
 
     def broken(self, answer: str) -> str:
         """The rule in words, with what the answer did when that can be counted."""
@@ -77,8 +90,10 @@ def _words(test: Callable[[int], bool]) -> Callable[[str], bool]:
     return lambda text: test(_word_count(text))
 
 
-def _word_check(name: str, test: Callable[[int], bool], rule: str) -> Check:
-    return Check(name, _words(test), rule, lambda t: f"{_word_count(t)} words")
+def _word_check(
+    name: str, test: Callable[[int], bool], rule: str, shape: Shape | None = None
+) -> Check:
+    return Check(name, _words(test), rule, lambda t: f"{_word_count(t)} words", shape)
 
 
 def _list_items(n: int) -> Callable[[str], bool]:
@@ -99,25 +114,44 @@ def _json_checks(prompt: str) -> list[Check]:
         checks.append(Check("json", lambda t: parse_json(t) is not None, "answer with valid JSON"))
     if _NO_FENCE.search(prompt):
         rule = "no code block (no ``` fences)"
-        checks.append(Check("no_code_block", lambda t: "```" not in t, rule))
+        checks.append(Check("no_code_block", lambda t: "```" not in t, rule, tidy=_unfenced))
     return checks
+
+
+def _unfenced(text: str) -> str:
+    """The text without its code fences (the lines that open and close a block)."""
+    return "\n".join(line for line in text.strip().splitlines() if not _FENCE_LINE.match(line))
+
+
+def _no_markers(prompt: str) -> list[Check]:
+    """ "one per line, with no numbers, bullets or other text"; "without bullet points"."""
+    if not _NO_MARKERS.search(prompt):
+        return []
+    test = lambda t: not _LIST_LINE.search(t)  # noqa: E731
+    rule = "no bullets or numbers before the lines"
+    return [Check("no_list_markers", test, rule, tidy=lambda t: _MARKER.sub("", t))]
 
 
 def _count_checks(prompt: str) -> list[Check]:
     checks: list[Check] = []
     for match in re.finditer(rf"\bexactly {_N} words?\b|\bin {_N} words\b", prompt, re.I):
-        n = _n(match.group(1) or match.group(2))
-        checks.append(_word_check(f"words=={n}", n.__eq__, f"use exactly {n} words"))
+        checks.append(_exact_words(_n(match.group(1) or match.group(2))))
     for match in re.finditer(rf"\b{_N}-word\b", prompt, re.I):
-        n = _n(match.group(1))
-        checks.append(_word_check(f"words=={n}", n.__eq__, f"use exactly {n} words"))
+        checks.append(_exact_words(_n(match.group(1))))
     for match in re.finditer(r"\b(?:fewer|less) than (\d+) words\b", prompt, re.I):
         n = int(match.group(1))
-        checks.append(_word_check(f"words<{n}", n.__gt__, f"use fewer than {n} words"))
+        shape = Shape(max_words=n - 1)
+        checks.append(_word_check(f"words<{n}", n.__gt__, f"use fewer than {n} words", shape))
     for match in re.finditer(r"\bat most (\d+) words\b", prompt, re.I):
         n = int(match.group(1))
-        checks.append(_word_check(f"words<={n}", n.__ge__, f"use at most {n} words"))
+        shape = Shape(max_words=n)
+        checks.append(_word_check(f"words<={n}", n.__ge__, f"use at most {n} words", shape))
     return checks
+
+
+def _exact_words(n: int) -> Check:
+    shape = Shape(min_words=n, max_words=n)
+    return _word_check(f"words=={n}", n.__eq__, f"use exactly {n} words", shape)
 
 
 def _list_checks(prompt: str) -> list[Check]:
@@ -141,7 +175,8 @@ def _line_checks(prompt: str) -> list[Check]:
         return []
     n = _n(match.group(1))
     measure = lambda t: f"{len(_lines(t))} lines"  # noqa: E731
-    return [Check(f"lines=={n}", lambda t: len(_lines(t)) == n, f"exactly {n} lines", measure)]
+    test = lambda t: len(_lines(t)) == n  # noqa: E731
+    return [Check(f"lines=={n}", test, f"exactly {n} lines", measure, Shape(lines=n))]
 
 
 def _csv_checks(prompt: str) -> list[Check]:
@@ -184,12 +219,16 @@ def _case_checks(prompt: str) -> list[Check]:
     lowered = prompt.lower()
     checks = []
     if re.search(r"\b(?:all |only |entirely in )?lowercase\b", lowered):
-        test = lambda t: _letters(t) == _letters(t).lower()  # noqa: E731
-        checks.append(Check("lowercase", test, "only lowercase letters"))
+        checks.append(_case_check("lower", str.lower))
     if re.search(r"\ball capital letters\b|\ball caps\b|\buppercase\b", lowered):
-        test = lambda t: _letters(t) == _letters(t).upper()  # noqa: E731
-        checks.append(Check("uppercase", test, "only uppercase letters"))
+        checks.append(_case_check("upper", str.upper))
     return checks
+
+
+def _case_check(case: Literal["lower", "upper"], cased: Callable[[str], str]) -> Check:
+    test = lambda t: _letters(t) == cased(_letters(t))  # noqa: E731
+    shape = Shape(case=case)
+    return Check(f"{case}case", test, f"only {case}case letters", shape=shape, tidy=cased)
 
 
 def _occurrence_checks(prompt: str) -> list[Check]:
@@ -208,7 +247,8 @@ def _word_times(word: str, n: int) -> Check:
 def _no_letter(letter: str) -> Check:
     measure = lambda t: f"{t.lower().count(letter)} times"  # noqa: E731
     test = lambda t: letter not in t.lower()  # noqa: E731
-    return Check("no_letter", test, f"never use the letter '{letter}' (in any word)", measure)
+    rule = f"never use the letter '{letter}' (in any word)"
+    return Check("no_letter", test, rule, measure, Shape(without=letter))
 
 
 def _times(word: str) -> int:
@@ -224,21 +264,24 @@ def _answer_checks(prompt: str) -> list[Check]:
         rule = f"answer with only {choice.group(1)} or {choice.group(2)}"
         checks.append(Check("choice", test, rule))
     if re.search(r"\b(?:reply|answer) with a single word\b", prompt, re.I):
-        checks.append(_word_check("one_word", (1).__eq__, "a single word"))
+        shape = Shape(min_words=1, max_words=1)
+        checks.append(_word_check("one_word", (1).__eq__, "a single word", shape))
     start = re.search(
         r"\bstart (?:your (?:answer|reply) )?with (?:the word )?'([^']+)'", prompt, re.I
     )
     if start:
         prefix = start.group(1)
         test = lambda t: t.strip().startswith(prefix)  # noqa: E731
-        checks.append(Check("starts_with", test, f"start with '{prefix}'"))
+        shape = Shape(prefix=prefix)
+        checks.append(Check("starts_with", test, f"start with '{prefix}'", shape=shape))
     end = re.search(r"\bend your (?:reply|answer) with the exact phrase '([^']+)'", prompt, re.I)
     if end:
         suffix = end.group(1)
         test = lambda t: t.strip().endswith(suffix)  # noqa: E731
         checks.append(Check("ends_with", test, f"end with the exact phrase '{suffix}'"))
     if re.search(r"\bwithout using any commas\b", prompt, re.I):
-        checks.append(Check("no_commas", lambda t: "," not in t, "no commas at all"))
+        test = lambda t: "," not in t  # noqa: E731
+        checks.append(Check("no_commas", test, "no commas at all", shape=Shape(no_commas=True)))
     return checks
 
 
@@ -246,6 +289,7 @@ def instruction_checks(prompt: str) -> list[Check]:
     """Every checkable instruction found in ``prompt``."""
     return [
         *_json_checks(prompt),
+        *_no_markers(prompt),
         *_count_checks(prompt),
         *_list_checks(prompt),
         *_line_checks(prompt),

@@ -24,7 +24,7 @@ from typing import Any
 from backends.base import Backend, ChatRequest, Chunk, Served
 from backends.collect import Accumulator
 from ensemble.base import NO_OPTIONS, Options, Strategy, keepalives
-from ensemble.candidates import Candidate, ask, settle
+from ensemble.candidates import Candidate, ask, settle, text_chunks
 from ensemble.classify import kind_of
 from ensemble.config import ProgramSettings
 from ensemble.sandbox import Limits, ProgramRun, run_program
@@ -111,16 +111,6 @@ def answer_text(solution: Solution) -> str:
     )
 
 
-def answer_chunks(text: str, usage: Mapping[str, int]) -> list[Chunk]:
-    """The composed answer as a stream: the text, then a finishing chunk with the usage."""
-    return [
-        Chunk({"choices": [{"index": 0, "delta": {"role": "assistant", "content": text},
-                            "finish_reason": None}]}),
-        Chunk({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
-               "usage": dict(usage)}),
-    ]  # fmt: skip
-
-
 async def solve(candidate: Candidate, limits: Limits) -> Solution:
     """Run the candidate's program and read the number it printed last."""
     if candidate.text.strip().strip(".`'\"").upper() == DECLINE:
@@ -169,7 +159,7 @@ class Program:
         settle(served, candidates, winner, texts=options.explain)
         served.decision = _decision(solution, candidates)
         if winner is not None and solution is not None:
-            for chunk in answer_chunks(answer_text(solution), winner.usage):
+            for chunk in text_chunks(answer_text(solution), winner.usage):
                 yield chunk
             return
         async for chunk in self._fall_back(request, served, options):

@@ -208,6 +208,51 @@ class TestResample:
         assert "yours: 5 words" in node.requests[3].body["messages"][-1]["content"]
 
 
+    async def test_an_instruction_of_form_is_asked_again_under_its_grammar(self) -> None:
+        """With ``constrain``, a word count the answer broke is enforced by a grammar, and
+        neither a fresh sample nor a repair is tried."""
+        node = FakeNode(
+            "s", reply=lambda r: "Vast blue sea." if "grammar" in r.body else "The sea is big."
+        )
+        settings = {"resample": 1, "repair": True, "constrain": True}
+        text, served = await run(cascade(node, ladder=("cheap",), **settings), SEA_Q)
+        assert text == "Vast blue sea." and len(node.requests) == 2
+        assert "(sep word){2,2}" in node.requests[1].body["grammar"]
+        assert node.requests[1].body["messages"] == SEA_Q["messages"]
+        assert [c["outcome"] for c in served.calls] == ["constrained", "accepted"]
+
+    async def test_without_a_grammar_for_the_rules_the_resample_is_used(self) -> None:
+        body = {"messages": [{"role": "user", "content": "Use the word 'sea' exactly twice."}]}
+        node = FakeNode("s", reply=by_seed("The sea.", "Sea, oh sea."))
+        settings = {"resample": 1, "constrain": True}
+        text, _ = await run(cascade(node, ladder=("cheap",), **settings), body)
+        assert text == "Sea, oh sea." and all("grammar" not in r.body for r in node.requests)
+
+
+class TestTidy:
+    async def test_a_tidied_answer_is_accepted_without_escalating(self) -> None:
+        """An answer that breaks only "all lowercase" is lowercased, not asked of another."""
+        body = {"messages": [{"role": "user", "content": "Describe a tree, all lowercase."}]}
+        cheap, strong = FakeNode("c", reply="A Tall Green Tree."), FakeNode("s")
+        text, served = await run(cascade(cheap, strong), body)
+        assert text == "a tall green tree." and strong.requests == []
+        assert served.calls[0]["tidied"] is True
+        assert served.extra_usage == {}, "the tidied answer is the one the client gets"
+
+    async def test_an_unwanted_code_fence_is_unwrapped(self) -> None:
+        prompt = "Return a JSON object with the key name. Output only the JSON, no code block."
+        body = {"messages": [{"role": "user", "content": prompt}]}
+        cheap = FakeNode("c", reply='```json\n{"name": "x"}\n```')
+        text, _ = await run(cascade(cheap, FakeNode("s")), body)
+        assert text == '{"name": "x"}'
+
+    async def test_ensemble_candidates_are_tidied_before_the_vote(self) -> None:
+        body = {"messages": [{"role": "user", "content": "Name a colour, all lowercase."}]}
+        nodes = FakeNode("a", reply="Blue"), FakeNode("b", reply="blue")
+        text, served = await run(ensemble(*nodes), body)
+        assert text == "blue" and served.decision["votes"] == 2
+
+
 class TestEnsemble:
     async def test_majority_vote_on_numbers(self) -> None:
         nodes = FakeNode("a", reply="It is 7."), FakeNode("b", reply="7"), FakeNode("c", reply="8")
