@@ -59,6 +59,12 @@ class ManagedNode:
         return self.spec.name
 
     @property
+    def cheap_logprobs(self) -> bool:
+        """Token log-probabilities cost this node nothing measurable: native llama-server
+        (``llama_cpp.server`` generates about 6x slower with ``top_logprobs``)."""
+        return self.kind == "llama_server"
+
+    @property
     def load(self) -> float:
         """Outstanding work per slot, of the node or of its host if that is busier."""
         own = self.admission.load

@@ -98,6 +98,11 @@ class Pool:
         )
         return own + shared
 
+    def cheap_logprobs(self, member: str) -> bool:
+        """True when every ready node of ``member`` gives log-probs at no extra cost."""
+        ready = [n for n in self.nodes if n.member.name == member and n.health.available()]
+        return bool(ready) and all(n.cheap_logprobs for n in ready)
+
     def has_capacity(self, members: Sequence[str]) -> bool:
         """True when a node of one of these members could take a request."""
         return bool(self.eligible(ChatRequest({}, tuple(members)), Attempts()))

@@ -55,6 +55,7 @@ class Level:
     tokens: int
     direct: Side
     gateway: Side
+    relay: Side
 
     @property
     def mode(self) -> str:
@@ -71,6 +72,11 @@ class Level:
     @property
     def ratio(self) -> float:
         return self.gateway.rps / self.direct.rps if self.direct.rps else math.nan
+
+    @property
+    def relay_ratio(self) -> float:
+        """What the bare relay serves, as a share of direct: the ceiling of ``ratio``."""
+        return self.relay.rps / self.direct.rps if self.direct.rps else math.nan
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,8 +114,8 @@ class _Bench:
         self.settings = settings
 
     async def level(self, stream: bool, concurrency: int, tokens: int, requests: int) -> Level:
-        """Warm both targets up, then run the interleaved rounds; summarise each target."""
-        targets = (self.stack.direct, self.stack.through)
+        """Warm every target up, then run the interleaved rounds; summarise each target."""
+        targets = (self.stack.direct, self.stack.through, self.stack.relay)
         conns = {t.name: await open_connections(t, concurrency) for t in targets}
         asks = {
             t.name: [chat_request(t, model_for(t), stream=stream, tokens=tokens)] for t in targets
@@ -129,8 +135,8 @@ class _Bench:
         finally:
             for connections in conns.values():
                 await close_connections(connections)
-        direct, through = (summarise(phases[t.name], tokens, cpu[t.name]) for t in targets)
-        return Level(stream, concurrency, tokens, direct, through)
+        direct, through, relay = (summarise(phases[t.name], tokens, cpu[t.name]) for t in targets)
+        return Level(stream, concurrency, tokens, direct, through, relay)
 
     async def _timed(
         self, connections: Sequence[Connection], asks: Sequence[bytes], count: int
@@ -158,7 +164,7 @@ def _note(level: Level) -> str:
     return (
         f"{level.mode:>6} c={level.concurrency:<3} added p50 {level.added.p50:7.2f} ms  "
         f"p99 {level.added.p99:7.2f} ms  {level.gateway.rps:6.0f} req/s "
-        f"({level.ratio:.0%} of direct)"
+        f"({level.ratio:.0%} of direct; bare relay {level.relay_ratio:.0%})"
     )
 
 

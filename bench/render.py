@@ -34,6 +34,7 @@ def _throughput_row(level: Level) -> str:
         f"{level.direct.rps:,.0f}",
         f"{level.gateway.rps:,.0f}",
         f"**{level.ratio:.0%}**",
+        f"{level.relay.rps:,.0f} ({level.relay_ratio:.0%})",
         ms(level.gateway.cpu_per_1000, 3),
         f"{level.direct.errors} / {level.gateway.errors}",
     ]
@@ -83,7 +84,8 @@ def _targets(report: OverheadReport) -> list[str]:
         verdict = "met" if level.ratio >= 0.5 else "not met"
         lines.append(
             f"- Target gateway throughput >= 50% of direct at concurrency {busiest} "
-            f"({level.mode}): {level.ratio:.0%}, {verdict}."
+            f"({level.mode}): {level.ratio:.0%}, {verdict}; a bare TCP relay in Python "
+            f"(`bench/relay.py`: no parsing at all) serves {level.relay_ratio:.0%}."
         )
     return lines
 
@@ -98,8 +100,10 @@ def overhead_markdown(report: OverheadReport) -> str:
         f"{report.machine.describe()}; at the end {load}.",
         "",
         "The upstream is `bench/upstream.py` (a raw-asyncio OpenAI-compatible server with fixed "
-        "answers); the client speaks HTTP/1.1 over raw asyncio keep-alive connections. Client, "
-        "gateway and upstream share the machine's cores. " + _settings(report),
+        "answers); the client speaks HTTP/1.1 over raw asyncio keep-alive connections. The bare "
+        "relay is `bench/relay.py`, a TCP relay to the same upstream that copies bytes both ways "
+        "and parses nothing: the most a Python gateway could serve here. Client, gateway, relay "
+        "and upstream share the machine's cores. " + _settings(report),
         "",
         "Latency in ms, p50 / p95 / p99 (added = gateway minus direct, per percentile):",
         "",
@@ -110,8 +114,9 @@ def overhead_markdown(report: OverheadReport) -> str:
         "Throughput and cost:",
         "",
         "| mode | concurrency | direct req/s | gateway req/s | gateway / direct "
-        "| gateway CPU s per 1k requests | errors direct / gateway |",
-        "|---|---|---|---|---|---|---|",
+        "| bare relay req/s (of direct) | gateway CPU s per 1k requests "
+        "| errors direct / gateway |",
+        "|---|---|---|---|---|---|---|---|",
         *(_throughput_row(level) for level in report.levels),
         "",
         *_relay(report),

@@ -1,8 +1,9 @@
-"""The system under test: the fast upstream and, in front of it, the gateway, as two processes.
+"""The system under test: the fast upstream and, in front of it, the gateway, as processes.
 
 The gateway is started exactly as a user starts it (``booagent serve --config FILE``) with a
 generated config: one ``llama_server`` node of capacity 256 (so admission never throttles the
-benchmark) carrying one member, and every route pointing at it.
+benchmark) carrying one member, and every route pointing at it. Beside it runs
+:mod:`bench.relay`, a bare TCP relay to the same upstream: the ceiling of any Python gateway.
 """
 
 from __future__ import annotations
@@ -45,12 +46,14 @@ class Stack:
 
     upstream: Spawned
     gateway: Spawned
+    bare_relay: Spawned
     direct: Target
     through: Target
+    relay: Target
 
     @property
-    def pids(self) -> tuple[int, int]:
-        return self.upstream.pid, self.gateway.pid
+    def pids(self) -> tuple[int, int, int]:
+        return self.upstream.pid, self.gateway.pid, self.bare_relay.pid
 
 
 def start_stack(procs: Processes) -> Stack:
@@ -78,14 +81,25 @@ def start_stack(procs: Processes) -> Stack:
         f"http://{HOST}:{gateway_port}",
     )
     procs.wait_ready(gateway, "/ready")
+    relay_port = free_port()
+    relay = procs.spawn(
+        "relay",
+        [sys.executable, "-m", "bench.relay", "--host", HOST, "--port", str(relay_port),
+         "--upstream-port", str(upstream_port)],
+        f"http://{HOST}:{relay_port}",
+    )  # fmt: skip
+    procs.wait_ready(relay, "/health")
     return Stack(
         upstream,
         gateway,
+        relay,
         Target("direct", HOST, upstream_port),
         Target("gateway", HOST, gateway_port),
+        Target("relay", HOST, relay_port),
     )
 
 
 def model_for(target: Target) -> str:
-    """What a client names: the virtual model through the gateway, the member directly."""
-    return MEMBER if target.name == "direct" else VIRTUAL_MODEL
+    """What a client names: the virtual model through the gateway, the member directly (and
+    through the relay, which does not read what it forwards)."""
+    return VIRTUAL_MODEL if target.name == "gateway" else MEMBER

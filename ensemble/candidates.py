@@ -113,6 +113,30 @@ def text_chunks(text: str, usage: Mapping[str, int], finish: str = "stop") -> li
     ]  # fmt: skip
 
 
+def with_logprobs(request: ChatRequest) -> ChatRequest:
+    """The request asking for the answer's token log-probabilities as well."""
+    return replace(request, body={**request.body, "logprobs": True})
+
+
+def drop_logprobs(candidate: Candidate) -> None:
+    """Remove log-probs from the candidate's chunks (the gateway asked for them, not the
+    client); the accumulator keeps them for the signal."""
+    candidate.chunks = [_without_logprobs(chunk) for chunk in candidate.chunks]
+
+
+def _without_logprobs(chunk: Chunk) -> Chunk:
+    choices = chunk.data.get("choices")
+    if not isinstance(choices, list) or not any(
+        isinstance(c, Mapping) and "logprobs" in c for c in choices
+    ):
+        return chunk
+    kept = [
+        {k: v for k, v in c.items() if k != "logprobs"} if isinstance(c, Mapping) else c
+        for c in choices
+    ]
+    return Chunk({**chunk.data, "choices": kept})
+
+
 def retext(candidate: Candidate, text: str) -> None:
     """Give the candidate another text (a tidied form of its own), keeping its usage."""
     chunks = text_chunks(text, candidate.usage, candidate.acc.finish_reason or "stop")

@@ -1,7 +1,8 @@
 """Cascade: try the cheapest suitable member first, escalate when a cheap signal says no.
 
 Score, then decide: each step's answer gets a :class:`Signal` (valid code, valid JSON, valid
-tool arguments, or agreement between two samples of that step); an answer whose signal passes
+tool arguments; its token log-probabilities, on nodes that give them cheaply; or agreement
+between two samples of that step); an answer whose signal passes
 is streamed, otherwise the next, stronger member is asked. The last step is always accepted,
 and if it fails the best earlier answer is used. Then an answer a checker faults (a broken
 instruction, invalid JSON or code; :mod:`ensemble.checks`) is mended: asked again under a
@@ -14,7 +15,7 @@ where a broken instruction needs no model to fix (lowercased, a code fence unwra
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, aclosing
 from dataclasses import dataclass, replace
 from typing import Any
@@ -22,12 +23,12 @@ from typing import Any
 from backends.base import Backend, ChatRequest, Chunk, Served
 from backends.errors import AllNodesFailed
 from ensemble.base import NO_OPTIONS, Options, keepalives
-from ensemble.candidates import Candidate, ask, replay, settle
+from ensemble.candidates import Candidate, ask, drop_logprobs, replay, settle, with_logprobs
 from ensemble.checks import Checker
 from ensemble.classify import Kind, kind_of
 from ensemble.config import CascadeSettings
 from ensemble.repair import repair_request
-from ensemble.signals import short_form, similarity
+from ensemble.signals import confidence, short_form, similarity
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,7 @@ class Cascade:
     settings: CascadeSettings
     members: tuple[str, ...]
     keepalive_seconds: float = 2.0
+    cheap_logprobs: Callable[[str], bool] = lambda _: False
     name: str = "cascade"
 
     def ladder(self, kind: Kind, options: Options) -> tuple[str, ...]:
@@ -115,12 +117,16 @@ class Cascade:
         last: bool,
     ) -> AsyncIterator[Chunk]:
         """Ask one member (twice if agreement decides) and record the verdict."""
-        task = asyncio.ensure_future(ask(self.backend, request, member))
+        confident = self._judged_by_confidence(member, checker, last)
+        asked = with_logprobs(request) if confident else request
+        task = asyncio.ensure_future(ask(self.backend, asked, member))
         async for beat in self._waiting(task):
             yield beat
         first = checker.tidy(task.result())
         tried.append(first)
         signal = self._signal(first, checker, last)
+        if signal is None and confident:
+            signal = self._confidence(first, request)
         if signal is None:
             second_task = asyncio.ensure_future(
                 ask(self.backend, request, member, 1, self.settings.sample_temperature)
@@ -167,6 +173,24 @@ class Cascade:
                     how, "resampled"
                 )
                 best, found = fixed, left
+
+    def _judged_by_confidence(self, member: str, checker: Checker, last: bool) -> bool:
+        """Log-probs decide a step only where they cost nothing (``cheap_logprobs``: native
+        llama-server nodes; ``llama_cpp.server`` runs about 6x slower with them) and nothing
+        else can judge the answer."""
+        wanted = self.settings.confidence is not None and not last and not checker.judges_form
+        return wanted and self.cheap_logprobs(member)
+
+    def _confidence(self, candidate: Candidate, request: ChatRequest) -> Signal | None:
+        """Accept when the answer's mean token probability reaches ``confidence``; None when
+        the node sent no log-probs (agreement decides then). Log-probs the client did not
+        ask for are dropped from the answer."""
+        score = confidence(candidate.acc.logprobs) if candidate.ok else None
+        if not request.body.get("logprobs"):
+            drop_logprobs(candidate)
+        if score is None or self.settings.confidence is None:
+            return None
+        return Signal(score >= self.settings.confidence, "confidence", round(score, 3))
 
     def _mending(self, checker: Checker) -> list[str]:
         """A grammar, when one enforces the request's instructions, is the one sure fix;

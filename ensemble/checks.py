@@ -57,6 +57,11 @@ class Checker:
     instructions: tuple[Check, ...] = ()
 
     @property
+    def judges_form(self) -> bool:
+        """True when some checker can judge an answer's form (so no other signal is needed)."""
+        return bool(self.tools or self.json or self.code or self.instructions)
+
+    @property
     def grammar(self) -> str | None:
         """A GBNF grammar that makes every instruction hold, when the request's checks are all
         instructions of form (word counts, lines, case, letters, start, commas) that agree."""

@@ -17,9 +17,11 @@ class CascadeSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Members from cheapest to strongest, per kind of request (``default`` for the rest).
 
     A step's answer is accepted when its cheap signal says so: valid Python for code, valid
-    JSON for a JSON ``response_format``, valid tool-call arguments for tools; otherwise two
-    samples of the step must agree at least ``agreement`` (word-bigram Jaccard, or equal short
-    answers). The last step's answer is always accepted. Then an answer a checker faults (a
+    JSON for a JSON ``response_format``, valid tool-call arguments for tools; otherwise, on a
+    member whose nodes give token log-probabilities at no extra cost (native llama-server),
+    its mean token probability must reach ``confidence`` (when set); otherwise two samples of
+    the step must agree at least ``agreement`` (word-bigram Jaccard, or equal short answers).
+    The last step's answer is always accepted. Then an answer a checker faults (a
     broken checkable instruction, invalid JSON or code) is mended. With ``constrain``, when
     every instruction is of a form a grammar can enforce (:mod:`ensemble.shape`), the same
     request is asked once more under that grammar. Otherwise ``resample`` fresh samples of the
@@ -29,6 +31,7 @@ class CascadeSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     ladders: dict[str, tuple[str, ...]] = {}
     agreement: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.5
+    confidence: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
     check_agreement: bool = True
     sample_temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] = 0.8
     resample: Annotated[int, msgspec.Meta(ge=0, le=4)] = 0

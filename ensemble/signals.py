@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import itertools
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -116,6 +117,19 @@ def tool_calls_valid(tool_calls: Sequence[Mapping[str, Any]], tools: Sequence[An
         if not json_matches(function.get("arguments") or "", schemas[function["name"]]):
             return False
     return bool(tool_calls)
+
+
+def confidence(logprobs: Sequence[Any]) -> float | None:
+    """The answer's mean token probability (the geometric mean: ``exp`` of the mean log-prob),
+    or None when there are no log-probs to judge by."""
+    values = [
+        entry["logprob"]
+        for entry in logprobs
+        if isinstance(entry, Mapping) and isinstance(entry.get("logprob"), int | float)
+    ]
+    if not values:
+        return None
+    return math.exp(max(sum(values) / len(values), -700.0))
 
 
 def final_number(text: str) -> str | None:

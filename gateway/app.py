@@ -83,7 +83,9 @@ def _strategies(settings: Settings, pool: Pool) -> dict[str, Strategy]:
     router = Router(pool, routes, members)
     named: dict[str, Strategy] = {
         "route": router,
-        "cascade": Cascade(pool, config.cascade, members, config.keepalive_seconds),
+        "cascade": Cascade(
+            pool, config.cascade, members, config.keepalive_seconds, pool.cheap_logprobs
+        ),
         "ensemble": Ensemble(
             pool, config.ensemble, members, pool.member_slots, config.keepalive_seconds
         ),

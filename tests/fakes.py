@@ -31,15 +31,26 @@ def content_chunk(text: str, finish: str | None = None) -> Chunk:
     return Chunk({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
 
 
+def with_logprob(chunk: Chunk, logprob: float | None) -> Chunk:
+    """The chunk with a token log-prob, as native llama-server sends it."""
+    choice = {
+        **chunk.choice,
+        "logprobs": {"content": [{"token": chunk.content, "logprob": logprob}]},
+    }
+    return Chunk({"choices": [choice]})
+
+
 @dataclass
 class FakeNode:
-    """A scripted node. ``fail_before`` raises instead of answering; ``delay`` is per chunk."""
+    """A scripted node. ``fail_before`` raises instead of answering; ``delay`` is per chunk;
+    ``logprob`` is every token's log-prob, sent when a request asks for log-probs."""
 
     name: str
     reply: Reply = "hello"
     fail_before: NodeError | None = None
     fail_after: NodeError | None = None
     delay: float = 0.0
+    logprob: float | None = None
     requests: list[ChatRequest] = field(default_factory=list)
     closed: int = 0
 
@@ -61,9 +72,11 @@ class FakeNode:
     async def _chunks(self, request: ChatRequest) -> AsyncIterator[Chunk]:
         text = self.reply(request) if callable(self.reply) else self.reply
         yield Chunk({"choices": [{"index": 0, "delta": {"role": "assistant"}}]})
+        logprobs = self.logprob is not None and bool(request.body.get("logprobs"))
         for i, word in enumerate(text.split(" ")):
             await asyncio.sleep(self.delay)
-            yield content_chunk(word if i == 0 else f" {word}")
+            chunk = content_chunk(word if i == 0 else f" {word}")
+            yield with_logprob(chunk, self.logprob) if logprobs else chunk
             if self.fail_after is not None:
                 raise self.fail_after
         yield content_chunk("", finish="stop")

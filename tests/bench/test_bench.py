@@ -14,7 +14,8 @@ from gateway.cli import main
 
 
 def test_overhead_reports_every_figure_and_leaves_no_process() -> None:
-    """Both modes at each level, relay cost, CPU and RSS are reported; both processes are gone."""
+    """Both modes at each level, relay cost, CPU, RSS and the bare relay's ceiling are reported;
+    every process is gone."""
     settings = OverheadSettings(requests=20, concurrency=(1, 4), chunks=10, rounds=2, warmup=5)
     report = run_overhead(settings)
 
@@ -25,7 +26,7 @@ def test_overhead_reports_every_figure_and_leaves_no_process() -> None:
         ("stream", 4),
     ]
     for level in report.levels:
-        for side in (level.direct, level.gateway):
+        for side in (level.direct, level.gateway, level.relay):
             assert side.errors == 0
             assert side.requests == 20
             assert side.rps > 0
@@ -34,13 +35,13 @@ def test_overhead_reports_every_figure_and_leaves_no_process() -> None:
         assert level.gateway.cpu_per_1000 >= 0
     assert report.relay is not None and math.isfinite(report.relay.per_chunk_us)
     assert report.gateway_peak_rss_kib > 0
-    assert len(report.pids) == 2
+    assert len(report.pids) == 3
     assert not any(alive(pid) for pid in report.pids)
 
     text = overhead_markdown(report)
     for needle in ("## Gateway overhead", "TTFT added", "gateway / direct", "CPU s per 1k"):
         assert needle in text
-    assert "Per-chunk relay cost" in text and "peak RSS" in text
+    assert "Per-chunk relay cost" in text and "peak RSS" in text and "bare relay" in text
 
 
 def test_memory_command_writes_its_section_and_keeps_the_rest(tmp_path: Path) -> None:

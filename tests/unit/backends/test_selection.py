@@ -16,7 +16,9 @@ from backends.config import Breaker, Member, Node
 from backends.health import HealthTracker
 from backends.http import Probe
 from backends.node import ManagedNode
+from backends.pool import Pool
 from backends.selection import choose
+from tests.fakes import FakeNode, fake_pool
 
 CHAT = ChatRequest({"messages": []})
 CHORE = ChatRequest({"messages": []}, prefer_idle=True)
@@ -188,3 +190,21 @@ def test_choice_is_always_eligible(
     assert any(chosen is n for n in nodes)
     if any(n.name not in tried_names for n in nodes):
         assert chosen.name not in tried_names
+
+
+class TestLogprobCost:
+    def pool_of(self, *kinds: str) -> Pool:
+        pool = fake_pool([(FakeNode(f"n{i}"), Member(name="m")) for i in range(len(kinds))])
+        for managed, kind in zip(pool.nodes, kinds, strict=True):
+            managed.apply_probe(Probe("ready", kind=kind, slots=1))
+        return pool
+
+    def test_native_llama_server_nodes_give_log_probs_cheaply(self) -> None:
+        assert self.pool_of("llama_server", "llama_server").cheap_logprobs("m")
+
+    def test_one_llama_cpp_server_node_makes_them_costly(self) -> None:
+        """A request might land on it, and there log-probs make generation about 6x slower."""
+        assert not self.pool_of("llama_server", "llama_cpp_server").cheap_logprobs("m")
+
+    def test_a_member_without_ready_nodes_has_none(self) -> None:
+        assert not self.pool_of("llama_server").cheap_logprobs("other")

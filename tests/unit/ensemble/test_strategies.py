@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -207,7 +208,6 @@ class TestResample:
         ]  # fmt: skip
         assert "yours: 5 words" in node.requests[3].body["messages"][-1]["content"]
 
-
     async def test_an_instruction_of_form_is_asked_again_under_its_grammar(self) -> None:
         """With ``constrain``, a word count the answer broke is enforced by a grammar, and
         neither a fresh sample nor a repair is tried."""
@@ -227,6 +227,56 @@ class TestResample:
         settings = {"resample": 1, "constrain": True}
         text, _ = await run(cascade(node, ladder=("cheap",), **settings), body)
         assert text == "Sea, oh sea." and all("grammar" not in r.body for r in node.requests)
+
+
+class TestConfidence:
+    def confident(self, *nodes: FakeNode, cheap: bool = True) -> Cascade:
+        strategy = cascade(*nodes, confidence=0.8)
+        return replace(strategy, cheap_logprobs=lambda member: cheap and member == "cheap")
+
+    async def test_a_confident_answer_is_accepted_without_a_second_sample(self) -> None:
+        cheap, strong = FakeNode("c", reply="the moon is a rock", logprob=-0.05), FakeNode("s")
+        text, served = await run(self.confident(cheap, strong), CHAT_Q)
+        assert text == "the moon is a rock" and len(cheap.requests) == 1 and not strong.requests
+        assert cheap.requests[0].body["logprobs"] is True
+        step = served.decision["steps"][0]
+        assert step["signal"] == "confidence" and step["score"] == 0.951
+
+    async def test_an_unsure_answer_escalates(self) -> None:
+        cheap = FakeNode("c", reply="the moon is cheese", logprob=-1.0)
+        strong = FakeNode("s", reply="the moon is a rock")
+        text, served = await run(self.confident(cheap, strong), CHAT_Q)
+        assert text == "the moon is a rock"
+        assert served.decision["steps"][0] == {
+            "member": "cheap", "signal": "confidence", "score": 0.368, "accepted": False
+        }  # fmt: skip
+
+    async def test_log_probs_the_client_did_not_ask_for_are_not_returned(self) -> None:
+        cheap = FakeNode("c", reply="a rock", logprob=-0.01)
+        served = Served()
+        strategy = self.confident(cheap, FakeNode("s"))
+        async with strategy(ChatRequest(CHAT_Q), served) as chunks:
+            seen = [chunk async for chunk in chunks]
+        assert all("logprobs" not in chunk.choice for chunk in seen)
+
+    async def test_where_log_probs_are_costly_two_samples_decide(self) -> None:
+        """On a llama_cpp.server node the cascade never asks for log-probs (about 6x slower
+        there); agreement between two samples decides instead."""
+        cheap = FakeNode("c", reply="the moon is a rock", logprob=-0.01)
+        _, served = await run(self.confident(cheap, FakeNode("s"), cheap=False), CHAT_Q)
+        assert len(cheap.requests) == 2 and all("logprobs" not in r.body for r in cheap.requests)
+        assert served.decision["steps"][0]["signal"] == "agreement"
+
+    async def test_a_node_that_sends_no_log_probs_falls_back_to_agreement(self) -> None:
+        cheap = FakeNode("c", reply="the moon is a rock")
+        _, served = await run(self.confident(cheap, FakeNode("s")), CHAT_Q)
+        assert served.decision["steps"][0]["signal"] == "agreement"
+
+    async def test_checkable_answers_are_judged_by_their_checks_not_log_probs(self) -> None:
+        cheap = FakeNode("c", reply="```python\ndef add(a, b): return a + b\n```", logprob=-3.0)
+        _, served = await run(self.confident(cheap, FakeNode("s")), CODE_Q)
+        assert "logprobs" not in cheap.requests[0].body
+        assert served.decision["steps"][0]["signal"] == "code_parses"
 
 
 class TestTidy:
