@@ -115,7 +115,7 @@ def last_user_text(messages: Sequence[Any]) -> str:
     """The text of the last user message (parts of a multi-part message joined)."""
     for message in reversed(messages):
         if isinstance(message, Mapping) and message.get("role") == "user":
-            return _text(message.get("content"))
+            return message_text(message.get("content"))
     return ""
 
 
@@ -125,7 +125,8 @@ def _window(text: str) -> str:
     return f"{text[:WINDOW]}\n{text[-WINDOW:]}"
 
 
-def _text(content: Any) -> str:
+def message_text(content: Any) -> str:
+    """A message's text: the string, or its text parts joined."""
     if isinstance(content, str):
         return content
     if isinstance(content, Iterable):

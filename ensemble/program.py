@@ -25,7 +25,7 @@ from backends.base import Backend, ChatRequest, Chunk, Served
 from backends.collect import Accumulator
 from ensemble.base import NO_OPTIONS, Options, Strategy, keepalives
 from ensemble.candidates import Candidate, ask, settle, text_chunks
-from ensemble.classify import kind_of
+from ensemble.classify import kind_of, message_text
 from ensemble.config import ProgramSettings
 from ensemble.sandbox import Limits, ProgramRun, run_program
 from ensemble.signals import extract_code, final_number
@@ -76,19 +76,12 @@ def program_request(request: ChatRequest, max_tokens: int) -> ChatRequest:
     for index in range(len(messages) - 1, -1, -1):
         message = messages[index]
         if isinstance(message, Mapping) and message.get("role") == "user":
-            messages[index] = {**message, "content": INSTRUCTION + _text(message.get("content"))}
+            asked = INSTRUCTION + message_text(message.get("content"))
+            messages[index] = {**message, "content": asked}
             break
     limit = request.body.get("max_completion_tokens") or request.body.get("max_tokens")
     body.update(messages=messages, max_tokens=limit if isinstance(limit, int) else max_tokens)
     return replace(request, body=body)
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(p.get("text", "") for p in content if isinstance(p, Mapping))
-    return ""
 
 
 def presented(number: str) -> str:
