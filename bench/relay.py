@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import signal
+
+from bench.upstream import serve_until_signalled
 
 
 class _Pipe(asyncio.Protocol):
@@ -71,13 +72,7 @@ class _Client(_Pipe):
 
 async def serve(host: str, port: int, upstream: tuple[str, int]) -> None:
     """Relay until SIGINT or SIGTERM."""
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: _Client(upstream), host, port, backlog=1024)
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with server:
-        await stop.wait()
+    await serve_until_signalled(lambda: _Client(upstream), host, port)
 
 
 def main(argv: list[str] | None = None) -> None:

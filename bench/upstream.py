@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import signal
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -176,15 +177,22 @@ class UpstreamProtocol(asyncio.Protocol):
         self._transport = None
 
 
-async def serve(host: str, port: int) -> None:
-    """Serve until SIGINT or SIGTERM."""
+async def serve_until_signalled(
+    protocol: Callable[[], asyncio.BaseProtocol], host: str, port: int
+) -> None:
+    """Serve ``protocol`` on ``host:port`` until SIGINT or SIGTERM (the bench's servers)."""
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(UpstreamProtocol, host, port, backlog=1024)
+    server = await loop.create_server(protocol, host, port, backlog=1024)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with server:
         await stop.wait()
+
+
+async def serve(host: str, port: int) -> None:
+    """Serve until SIGINT or SIGTERM."""
+    await serve_until_signalled(UpstreamProtocol, host, port)
 
 
 def main(argv: list[str] | None = None) -> None:

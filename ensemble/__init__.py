@@ -1,1 +1,1 @@
-"""Deciding who answers: classify the request, then route, cascade, ensemble or compute."""
+"""Deciding who answers: classify the request, then route, cascade, ensemble or program."""

@@ -152,10 +152,11 @@ class Cascade:
         """A faulted answer gets ``resample`` fresh samples of the request, then (with
         ``repair``) one request naming its faults; a try with fewer faults replaces it."""
         best, found = winner, _faults(winner, checker)
-        for how in self._mending(checker):
+        grammar = checker.grammar if found and self.settings.constrain else None
+        for how in self._mending(grammar):
             if not found:
                 return
-            ask_for, sample = self._mend_request(how, request, checker, best, found, tried)
+            ask_for, sample = self._mend_request(how, request, grammar, best, found, tried)
             task = asyncio.ensure_future(
                 ask(self.backend, ask_for, best.member, sample, self.settings.sample_temperature)
             )
@@ -192,26 +193,25 @@ class Cascade:
             return None
         return Signal(score >= self.settings.confidence, "confidence", round(score, 3))
 
-    def _mending(self, checker: Checker) -> list[str]:
+    def _mending(self, grammar: str | None) -> list[str]:
         """A grammar, when one enforces the request's instructions, is the one sure fix;
         otherwise fresh samples, then the repair."""
-        settings = self.settings
-        if settings.constrain and checker.grammar:
+        if grammar:
             return ["constrain"]
-        return ["resample"] * settings.resample + ["repair"] * settings.repair
+        return ["resample"] * self.settings.resample + ["repair"] * self.settings.repair
 
     def _mend_request(
         self,
         how: str,
         request: ChatRequest,
-        checker: Checker,
+        grammar: str | None,
         best: Candidate,
         found: list[str],
         tried: list[Candidate],
     ) -> tuple[ChatRequest, int]:
         """What a mending try asks, and its sample number (0: the request's own seed)."""
         if how == "constrain":
-            return replace(request, body={**request.body, "grammar": checker.grammar}), 0
+            return replace(request, body={**request.body, "grammar": grammar}), 0
         if how == "repair":
             return repair_request(request, best, found), 0
         return request, sum(c.member == best.member for c in tried)

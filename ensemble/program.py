@@ -22,7 +22,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from backends.base import Backend, ChatRequest, Chunk, Served
-from backends.collect import Accumulator
 from ensemble.base import NO_OPTIONS, Options, Strategy, keepalives
 from ensemble.candidates import Candidate, ask, settle, text_chunks
 from ensemble.classify import kind_of, message_text
@@ -182,17 +181,16 @@ class Program:
     ) -> AsyncIterator[Chunk]:
         """The fallback strategy's answer, recorded as one more call."""
         started = asyncio.get_running_loop().time()
-        acc = Accumulator()
+        call = Candidate("", outcome="fallback")
         async with self.fallback(request, served, options) as chunks:
             async for chunk in chunks:
-                acc.add(chunk)
+                call.chunks.append(chunk)
+                call.acc.add(chunk)
                 yield chunk
         served.strategy = self.name
-        served.calls.append({
-            "member": served.member or None, "node": served.node or None, "sample": 0,
-            "latency_s": round(asyncio.get_running_loop().time() - started, 3),
-            "tokens": acc.usage()["completion_tokens"], "outcome": "fallback", "error": None,
-        })  # fmt: skip
+        call.member, call.node = served.member, served.node
+        call.latency = asyncio.get_running_loop().time() - started
+        served.calls.append(call.record())
 
 
 def _decision(solution: Solution | None, candidates: list[Candidate]) -> dict[str, Any]:

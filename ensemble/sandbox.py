@@ -106,12 +106,14 @@ _exit(0)
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """What one run may use: CPU and wall seconds, memory, bytes of output read back."""
+    """What one run may use: CPU and wall seconds, memory, bytes it may write to files, bytes
+    of output read back."""
 
     cpu_seconds: int = 2
     wall_seconds: float = 5.0
     memory_bytes: int = 512 << 20
     output_bytes: int = 64 << 10
+    file_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +186,10 @@ def child_command(runner: str) -> list[str]:
 
 def child_job(limits: Limits, **fields: object) -> bytes:
     """The JSON job a child reads on stdin: its limits plus ``fields``."""
-    job = {"cpu": limits.cpu_seconds, "memory": limits.memory_bytes, "files": 0, **fields}
+    job: dict[str, object] = {
+        "cpu": limits.cpu_seconds, "memory": limits.memory_bytes, "files": limits.file_bytes
+    }  # fmt: skip
+    job.update(fields)
     return json.dumps(job).encode()
 
 
@@ -203,9 +208,11 @@ async def run_program(code: str, limits: Limits = Limits()) -> ProgramRun:
     if refused is not None:
         return ProgramRun("", refused)
     nonce = os.urandom(16).hex()
+    # The first call probes `unshare` with subprocess.run: not on the event loop.
+    command = await asyncio.to_thread(child_command, _RUN_PROGRAM)
     with tempfile.TemporaryDirectory(prefix="booagent-program-") as workdir:
         child = await asyncio.create_subprocess_exec(
-            *child_command(_RUN_PROGRAM),
+            *command,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,

@@ -19,9 +19,10 @@ import re
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, TypeVar
 
 _WORD = re.compile(r"[A-Za-z0-9']+")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,11 +39,12 @@ class Shape:
     no_commas: bool = False
 
 
-def _pick(a: object, b: object) -> tuple[bool, object]:
-    """(compatible, the value both allow) for two settings that must be equal when both set."""
-    if a in (None, "") or a == b:
+def _pick(a: T, b: T) -> tuple[bool, T]:
+    """(compatible, the value both allow) for two settings that must be equal when both set
+    (unset is ``None`` or ``""``)."""
+    if not a or a == b:
         return True, b
-    return b in (None, ""), a
+    return not b, a
 
 
 def merged(shapes: Sequence[Shape]) -> Shape | None:
@@ -57,18 +59,18 @@ def merged(shapes: Sequence[Shape]) -> Shape | None:
 
 
 def _merge(a: Shape, b: Shape) -> Shape | None:
-    results = [_pick(a.lines, b.lines), _pick(a.case, b.case), _pick(a.prefix, b.prefix)]
-    if not all(ok for ok, _ in results):
+    (same_lines, lines), (same_case, case) = _pick(a.lines, b.lines), _pick(a.case, b.case)
+    same_prefix, prefix = _pick(a.prefix, b.prefix)
+    if not (same_lines and same_case and same_prefix):
         return None
-    lines, case, prefix = (value for _, value in results)
     bounds = [x for x in (a.max_words, b.max_words) if x is not None]
     return replace(
         a,
         min_words=max((x for x in (a.min_words, b.min_words) if x is not None), default=None),
         max_words=min(bounds) if bounds else None,
-        lines=lines,  # type: ignore[arg-type]
-        case=case,  # type: ignore[arg-type]
-        prefix=prefix,  # type: ignore[arg-type]
+        lines=lines,
+        case=case,
+        prefix=prefix,
         without="".join(sorted(set(a.without + b.without))),
         no_commas=a.no_commas or b.no_commas,
     )

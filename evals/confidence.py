@@ -24,7 +24,7 @@ import openai
 from ensemble.checks import Checker
 from ensemble.signals import confidence
 from evals.client import Sampling, api_base
-from evals.fit import _body, request_kind
+from evals.fit import body_of, request_kind
 from evals.items import Item, load_suite, select
 from evals.runner import DEFAULT_SAMPLING, Record, cached_records
 from evals.score import score
@@ -44,7 +44,7 @@ class Sure:
 
 def unjudged(items: Sequence[Item]) -> list[Item]:
     """The items no checker can judge: where the cascade would look at log-probs."""
-    return [i for i in items if not Checker.of(_body(i), request_kind(i)).judges_form]
+    return [i for i in items if not Checker.of(body_of(i), request_kind(i)).judges_form]
 
 
 async def ask_sure(url: str, member: str, items: Sequence[Item], sampling: Sampling) -> list[Sure]:

@@ -59,7 +59,7 @@ def _candidate(record: Record, sample: int = 0) -> Candidate:
 
 def cascade_accepts(item: Item, first: Record, second: Record | None, threshold: float) -> bool:
     """The cascade's verdict on the cheap member's answer (see ``ensemble.cascade``)."""
-    found = Checker.of(_body(item), request_kind(item)).verdict(_candidate(first))
+    found = Checker.of(body_of(item), request_kind(item)).verdict(_candidate(first))
     if found.checked:
         return found.passed
     if second is None:
@@ -87,10 +87,10 @@ def replay_cascade(
 
 def _validity(item: Item) -> Callable[[Candidate], bool]:
     """The ensemble's checker for this item, as the gateway would run it."""
-    return Checker.of(_body(item), request_kind(item)).faultless
+    return Checker.of(body_of(item), request_kind(item)).faultless
 
 
-def _body(item: Item) -> dict[str, Any]:
+def body_of(item: Item) -> dict[str, Any]:
     """The chat request the harness sends for ``item``."""
     return {"messages": [{"role": "user", "content": item.prompt}]}
 
@@ -152,7 +152,7 @@ def request_kind(item: Item) -> RequestKind:
     """How the gateway's classifier sees an eval item (for the `auto` table)."""
     from ensemble.classify import classify
 
-    return classify(_body(item))
+    return classify(body_of(item))
 
 
 MEMBERS = ("smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b")

@@ -2,7 +2,7 @@
 
 Containment, in layers:
 
-- ``python -I`` (isolated: no user site, no ``PYTHON*`` variables, no cwd on ``sys.path``) in
+- ``python -I -S`` (isolated: no site, no ``PYTHON*`` variables, no cwd on ``sys.path``) in
   an empty temporary directory, with an empty environment and stdin closed;
 - no network: under ``unshare -n`` (a fresh network namespace with no interfaces up) when this
   machine allows it, and in every case a preamble that replaces ``socket.socket`` and friends
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from ensemble.sandbox import CHILD_ENV, Limits, child_command, child_job, kill_group
 
-_LIMITS = Limits(memory_bytes=1 << 30)
+_MEMORY_BYTES = 1 << 30
 _FILE_BYTES = 10 << 20
 
 # After the shared preamble (limits, no network): run the answer's code, then each test. The
@@ -63,8 +63,8 @@ class Outcome:
 def run_tests(code: str, tests: tuple[str, ...], timeout: float = 5.0) -> Outcome:
     """Run ``code`` then each assert of ``tests`` in one sandboxed child, within ``timeout`` s."""
     nonce = secrets.token_hex(16)
-    limits = Limits(cpu_seconds=int(timeout) + 1, memory_bytes=_LIMITS.memory_bytes)
-    job = child_job(limits, code=code, tests=list(tests), nonce=nonce, files=_FILE_BYTES)
+    limits = Limits(int(timeout) + 1, memory_bytes=_MEMORY_BYTES, file_bytes=_FILE_BYTES)
+    job = child_job(limits, code=code, tests=list(tests), nonce=nonce)
     with tempfile.TemporaryDirectory(prefix="booagent-eval-") as workdir:
         child = subprocess.Popen(
             child_command(_RUN_TESTS),
