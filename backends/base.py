@@ -41,17 +41,18 @@ class Chunk:
 
     data: Mapping[str, Any]
     keepalive: bool = False
+    choice: Mapping[str, Any] = field(init=False, repr=False, compare=False)
+    """The first choice (empty when there is none); read once, as every consumer asks for it."""
+    delta: Mapping[str, Any] = field(init=False, repr=False, compare=False)
+    """The first choice's ``delta`` (empty when there is none)."""
 
-    @property
-    def choice(self) -> Mapping[str, Any]:
-        choices = self.data.get("choices") or [{}]
-        first = choices[0]
-        return first if isinstance(first, Mapping) else {}
-
-    @property
-    def delta(self) -> Mapping[str, Any]:
-        delta = self.choice.get("delta") or {}
-        return delta if isinstance(delta, Mapping) else {}
+    def __post_init__(self) -> None:
+        choices = self.data.get("choices")
+        first = choices[0] if isinstance(choices, list) and choices else None
+        choice = first if isinstance(first, dict) else {}
+        delta = choice.get("delta")
+        object.__setattr__(self, "choice", choice)
+        object.__setattr__(self, "delta", delta if isinstance(delta, dict) else {})
 
     @property
     def content(self) -> str:

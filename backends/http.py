@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import math
+from collections import deque
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from backends.errors import (
     NodeTimeout,
     NodeUnreachable,
 )
-from backends.sse import DONE, Event, aiter_events
+from backends.sse import DONE, ByteDecoder, Event
 
 _CONTEXT_CODES = {"context_length_exceeded", "exceed_context_size_error"}
 _READ_TO_END = 0.5
@@ -75,18 +76,46 @@ def map_errors(node: str) -> Iterator[None]:
         raise NodeUnreachable(node, f"{type(exc).__name__}: {exc}") from exc
 
 
-async def _lines(body: aiohttp.StreamReader) -> AsyncIterator[str]:
-    """The body's lines as they arrive, without their ``\\n`` (``aiter_events`` drops a ``\\r``).
+class _Events:
+    """The events of one response body; reads the network only when none is waiting.
 
-    Split here rather than with ``body.readline()``, which gives up on a line over 512 KiB.
+    One read often brings several events (a fast node writes a whole answer at once), so the
+    time limit and the await are paid per read, not per event.
     """
-    rest = b""
-    async for data in body.iter_any():
-        *lines, rest = (rest + data).split(b"\n")
-        for line in lines:
-            yield line.decode(errors="replace")
-    if rest:
-        yield rest.decode(errors="replace")
+
+    def __init__(self, node: str, body: aiohttp.StreamReader) -> None:
+        self._node = node
+        self._body = body
+        self._decoder = ByteDecoder()
+        self._ready: deque[Event] = deque()
+        self._ended = False
+
+    async def next(self, limit: float) -> Event:
+        """The next event; :class:`NodeTimeout` if none arrives by ``limit`` (loop time)."""
+        while not self._ready:
+            if self._ended:
+                raise NodeProtocolError(self._node, "stream ended without [DONE]")
+            await self._read(limit)
+        return self._ready.popleft()
+
+    async def drain(self, limit: float) -> None:
+        """Read (and drop) the rest of the body, until it ends or ``limit`` passes."""
+        while not self._ended:
+            self._ready.clear()
+            await self._read(limit)
+
+    async def _read(self, limit: float) -> None:
+        try:
+            with map_errors(self._node):
+                async with asyncio.timeout_at(limit):
+                    data = await self._body.readany()
+        except TimeoutError as exc:
+            raise NodeTimeout(self._node, "no content before the time limit") from exc
+        if data:
+            self._ready.extend(self._decoder.feed(data))
+        else:
+            self._ended = True
+            self._ready.extend(self._decoder.close())
 
 
 def _retry_after(response: aiohttp.ClientResponse) -> float | None:
@@ -214,10 +243,10 @@ class HttpNode:
     ) -> AsyncIterator[Chunk]:
         """Chunks until ``[DONE]``; the clock is reset by content chunks only."""
         loop = asyncio.get_running_loop()
-        events = aiter_events(_lines(response.content))
+        events = _Events(self.name, response.content)
         limit = first
         while True:
-            event = await self._next_event(events, limit)
+            event = await events.next(limit)
             if event.kind == "error":
                 raise _event_error(self.name, event)
             if event.data.strip() == DONE:
@@ -228,28 +257,16 @@ class HttpNode:
                 limit = min(loop.time() + self._timeouts.stall, deadline)
             yield chunk
 
-    async def _next_event(self, events: AsyncIterator[Event], limit: float) -> Event:
-        try:
-            with map_errors(self.name):
-                async with asyncio.timeout_at(limit):
-                    return await anext(events)
-        except TimeoutError as exc:
-            raise NodeTimeout(self.name, "no content before the time limit") from exc
-        except StopAsyncIteration as exc:
-            raise NodeProtocolError(self.name, "stream ended without [DONE]") from exc
-
-    async def _read_to_end(self, events: AsyncIterator[Event]) -> None:
+    @staticmethod
+    async def _read_to_end(events: _Events) -> None:
         """Read past ``[DONE]`` to the end of the body, so the connection is kept for reuse.
 
         A node ends its body right after ``[DONE]``; a response closed before that would close
         its connection too, and every request would pay for a new one. One that does not end
         within a moment is left to ``response.close()``, which closes its connection.
         """
-        with contextlib.suppress(NodeError, TimeoutError):
-            async with asyncio.timeout(_READ_TO_END):
-                with map_errors(self.name):
-                    async for _ in events:
-                        pass
+        with contextlib.suppress(NodeError):
+            await events.drain(asyncio.get_running_loop().time() + _READ_TO_END)
 
     async def probe(self, timeout: float) -> Probe:
         """Check readiness without generating tokens or taking llama_cpp.server's lock."""

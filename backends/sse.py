@@ -1,13 +1,13 @@
 """Server-sent events: the framing of OpenAI streams, both directions.
 
 ``encode_data`` and ``encode_comment`` write frames; :class:`EventDecoder` reads them a line
-at a time. Comment lines (``:``) are keep-alives and produce no event. A bare ``error:`` line,
-which older llama-server builds send instead of a data frame, is turned into an error event.
+at a time, :class:`ByteDecoder` a piece of the body at a time. Comment lines (``:``) are
+keep-alives and produce no event. A bare ``error:`` line, which older llama-server builds send
+instead of a data frame, is turned into an error event.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 DONE = "[DONE]"
@@ -64,13 +64,32 @@ class EventDecoder:
         return event
 
 
-async def aiter_events(lines: AsyncIterator[str]) -> AsyncIterator[Event]:
-    """Decode an async stream of lines into events."""
-    decoder = EventDecoder()
-    async for line in lines:
-        event = decoder.feed(line.rstrip("\r\n"))
-        if event is not None:
-            yield event
-    last = decoder.close()
-    if last is not None:
-        yield last
+@dataclass(slots=True)
+class ByteDecoder:
+    """Turns the body's bytes, in pieces as they arrive, into events.
+
+    Splits lines itself (an ``aiohttp`` ``readline`` gives up on a line over 512 KiB) and
+    hands every event a piece completes at once, so a reader waits only when it has none.
+    """
+
+    _lines: EventDecoder = field(default_factory=EventDecoder)
+    _rest: bytes = b""
+
+    def feed(self, data: bytes) -> list[Event]:
+        *lines, self._rest = (self._rest + data).split(b"\n")
+        return self._events(lines)
+
+    def close(self) -> list[Event]:
+        """End of the body: an unterminated last line and event still count."""
+        lines, self._rest = ([self._rest] if self._rest else []), b""
+        events = self._events(lines)
+        last = self._lines.close()
+        return events if last is None else [*events, last]
+
+    def _events(self, lines: list[bytes]) -> list[Event]:
+        events = []
+        for line in lines:
+            event = self._lines.feed(line.decode(errors="replace").rstrip("\r"))
+            if event is not None:
+                events.append(event)
+        return events

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 
 from bench.upstream import serve_until_signalled
+from gateway.loop import run
 
 
 class _Pipe(asyncio.Protocol):
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--upstream-port", type=int, required=True)
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.host, args.port, (args.host, args.upstream_port)))
+        run(serve(args.host, args.port, (args.host, args.upstream_port)))
 
 
 if __name__ == "__main__":

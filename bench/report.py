@@ -9,7 +9,9 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
-_PACKAGES = ("litestar", "uvicorn", "aiohttp", "msgspec", "structlog")
+from gateway.loop import loop_name
+
+_PACKAGES = ("litestar", "uvicorn", "uvloop", "httptools", "aiohttp", "msgspec", "structlog")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +62,7 @@ def _version(name: str) -> str | None:
 def _packages() -> str:
     found = [f"{n} {v}" for n in _PACKAGES if (v := _version(n))]
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"
-    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    loop = loop_name()
     return ", ".join(found) + f" (uvicorn http: {http}, loop: {loop})"
 
 

@@ -27,6 +27,7 @@ from backends.models import RichProgress, lookup, pull
 from backends.supervisor import NodeSupervisor, llama_cpp_commands
 from gateway.app import create_app
 from gateway.logs import configure_logging
+from gateway.loop import run
 from gateway.settings import DEFAULT_CONFIG, Settings, load_settings
 
 _config_option = click.option(
@@ -167,7 +168,7 @@ def serve(config_path: Path) -> None:
     """Run only the gateway, against nodes that run elsewhere."""
     settings = _load(config_path)
     click.echo(_banner(settings))
-    asyncio.run(_serve(settings))
+    run(_serve(settings))
 
 
 @main.command()
@@ -187,7 +188,7 @@ def up(config_path: Path, ready_timeout: float, log_dir: Path) -> None:
     settings = _load(config_path)
     files = _check_models(settings)
     try:
-        asyncio.run(_up(settings, files, ready_timeout, log_dir.expanduser()))
+        run(_up(settings, files, ready_timeout, log_dir.expanduser()))
     except BooagentError as exc:
         raise click.ClickException(exc.message) from exc
     except (KeyboardInterrupt, asyncio.CancelledError):

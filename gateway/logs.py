@@ -13,6 +13,7 @@ import sys
 import uuid
 from typing import Any
 
+import msgspec
 import structlog
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -28,7 +29,7 @@ def configure_logging(level: str = "info") -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
+            structlog.processors.JSONRenderer(serializer=_json_line),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
@@ -36,6 +37,12 @@ def configure_logging(level: str = "info") -> None:
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=False,
     )
+
+
+def _json_line(event: dict[str, Any], **_: Any) -> str:
+    """One log line's JSON, by msgspec (several times quicker than ``json.dumps``); a value
+    it cannot encode is written as its ``repr``."""
+    return msgspec.json.encode(event, enc_hook=repr).decode()
 
 
 def request_id_of(scope: Scope) -> str:

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
-
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from backends.sse import DONE, Event, EventDecoder, aiter_events, encode_comment, encode_data
+from backends.sse import DONE, ByteDecoder, Event, EventDecoder, encode_comment, encode_data
 
 # Payloads on the wire are JSON text: valid UTF-8, and never a bare CR (an SSE line ending).
 payloads = st.text(st.characters(codec="utf-8", exclude_characters="\r"))
@@ -21,11 +18,6 @@ def decode(stream: bytes) -> list[Event]:
     events = [decoder.feed(line) for line in stream.decode().split("\n")]
     events.append(decoder.close())
     return [e for e in events if e is not None]
-
-
-async def lines_of(chunks: Iterable[str]) -> AsyncIterator[str]:
-    for chunk in chunks:
-        yield chunk
 
 
 class TestEncode:
@@ -94,13 +86,33 @@ class TestEventDecoder:
         assert decoder.close() is None
 
 
-class TestAiterEvents:
-    @pytest.mark.anyio
-    async def test_strips_line_endings_and_flushes_at_end(self) -> None:
+class TestByteDecoder:
+    def test_strips_line_endings_and_flushes_at_end(self) -> None:
         """CRLF line endings are tolerated and the last unterminated event is delivered."""
-        lines = ["data: a\r\n", "\r\n", ": ping\r\n", "\r\n", "data: [DONE]\r\n"]
-        events = [e async for e in aiter_events(lines_of(lines))]
-        assert events == [Event("a"), Event(DONE)]
+        decoder = ByteDecoder()
+        events = decoder.feed(b"data: a\r\n\r\n: ping\r\n\r\ndata: [DONE]\r\n")
+        assert events == [Event("a")]
+        assert decoder.close() == [Event(DONE)]
+
+    def test_an_unterminated_last_line_still_counts(self) -> None:
+        decoder = ByteDecoder()
+        assert decoder.feed(b"data: a\n\ndata: [DO") == [Event("a")]
+        assert decoder.feed(b"NE]") == []
+        assert decoder.close() == [Event(DONE)]
+
+    @given(st.lists(payloads), st.data())
+    def test_any_split_of_the_body_gives_the_same_events(
+        self, items: list[str], data: st.DataObject
+    ) -> None:
+        """However the network cuts the body (inside a line, a UTF-8 character or a CRLF),
+        the events are the payloads, in order."""
+        stream = b"".join(encode_data(p) for p in items)
+        cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=8)))
+        decoder, events = ByteDecoder(), []
+        for start, end in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+            events += decoder.feed(stream[start:end])
+        events += decoder.close()
+        assert [e.data for e in events] == items
 
 
 class TestRoundTrip:
