@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+from typing import cast
 
 from bench.upstream import serve_until_signalled
 from gateway.loop import run
@@ -26,8 +27,8 @@ class _Pipe(asyncio.Protocol):
         self._pending: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # a stream socket's transport (uvloop's is no subclass of asyncio.Transport)
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         peer = self.peer.transport if self.peer is not None else None

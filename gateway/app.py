@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 from litestar import Litestar, Request, Response, get, post
 from litestar.datastructures import State
-from litestar.types import Scope
+from litestar.types import ASGIApp, Scope
 
 from backends.build import build_pool
 from backends.errors import AuthenticationFailed, InvalidRequest, ModelNotFound
@@ -143,7 +143,8 @@ def _check_key(keys: Sequence[str], authorization: str) -> None:
 
 
 @post("/v1/chat/completions", status_code=200)
-async def chat_completions(request: Request[Any, Any, Any], state: State) -> Response[Any]:
+async def chat_completions(request: Request[Any, Any, Any], state: State) -> ASGIApp:
+    """The answer as a bare ASGI response (:class:`gateway.chat.EventStream` for a stream)."""
     require_api_key(request)
     gateway = _gateway(state)
     parsed = parse_chat(await request.body(), members=[m.name for m in gateway.settings.members])
