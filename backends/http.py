@@ -21,9 +21,11 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import httpx
+import msgspec
 
 from backends.base import ChatRequest, Chunk, Served
 from backends.config import Node, Timeouts
@@ -164,9 +166,18 @@ def _event_error(node: str, event: Event) -> NodeError:
     return NodeServerError(node, f"error in stream: {message}")
 
 
+def _decode(text: str) -> Any:
+    """JSON by msgspec (several times quicker); what it refuses but Python's ``json`` reads
+    (NaN, a lone surrogate escape) goes to ``json``, which raises ``ValueError`` if malformed."""
+    try:
+        return msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        return json.loads(text)
+
+
 def _parse_chunk(node: str, event: Event) -> Chunk:
     try:
-        data = json.loads(event.data)
+        data = _decode(event.data)
     except ValueError as exc:
         raise NodeProtocolError(node, f"malformed chunk: {event.data[:80]!r}") from exc
     if not isinstance(data, dict):

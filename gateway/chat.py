@@ -258,7 +258,8 @@ async def _disconnect(receive: Receive) -> None:
 
 
 def _data(payload: Any) -> bytes:
-    return encode_data(_json(payload).decode())
+    """One ``data:`` frame of JSON (which never holds a raw newline, so one line always)."""
+    return b"data: " + _json(payload) + b"\n\n"
 
 
 async def _sse(turn: Turn, chunks: AsyncIterator[Chunk]) -> AsyncGenerator[bytes, None]:

@@ -37,8 +37,8 @@ def client_chunk(
     choices = chunk.data.get("choices")
     if not choices:
         return None
-    out = {k: v for k, v in chunk.data.items() if k not in _CHUNK_FIELDS_DROPPED}
-    out = {**identity.head("chat.completion.chunk"), **out}
+    out = identity.head("chat.completion.chunk")
+    out.update((k, v) for k, v in chunk.data.items() if k not in _CHUNK_FIELDS_DROPPED)
     if first:
         out["choices"] = [_with_role(choices[0]), *choices[1:]]
     if include_usage:
