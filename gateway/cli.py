@@ -334,6 +334,30 @@ def bench_memory(requests: int, concurrency: int, interval: float, out: str) -> 
     click.echo(publish(memory_markdown(report), out))
 
 
+@bench_group.command("instructions")
+@click.option("--requests", type=click.IntRange(1), default=300, show_default=True,
+              help="Counted requests per phase (one at a time).")  # fmt: skip
+@click.option("--chunks", type=click.IntRange(5), default=100, show_default=True,
+              help="Tokens of the long stream that gives the per-chunk count.")  # fmt: skip
+@_out_option
+def bench_instructions(requests: int, chunks: int, out: str) -> None:
+    """The gateway's instructions per request and per chunk, under callgrind (exact)."""
+    from bench.instructions import (
+        InstructionsSettings,
+        ValgrindMissing,
+        instructions_markdown,
+        run_instructions,
+    )
+    from bench.report import publish
+
+    settings = InstructionsSettings(requests=requests, chunks=chunks)
+    try:
+        report = run_instructions(settings, progress=lambda line: click.echo(line, err=True))
+    except ValgrindMissing as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(publish(instructions_markdown(report), out))
+
+
 @bench_group.command("cluster")
 @click.option(
     "--config",

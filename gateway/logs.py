@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 import sys
-import uuid
 from typing import Any
 
 import msgspec
@@ -59,7 +59,7 @@ class RequestIdMiddleware:
         if scope["type"] != ScopeType.HTTP:
             await self.app(scope, receive, send)
             return
-        request_id = _incoming_id(scope) or f"req_{uuid.uuid4().hex}"
+        request_id = _incoming_id(scope) or f"req_{secrets.token_hex(16)}"
         scope.setdefault("state", {})["request_id"] = request_id
         header = (b"x-request-id", request_id.encode())
 

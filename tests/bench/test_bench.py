@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -56,3 +57,23 @@ def test_memory_command_writes_its_section_and_keeps_the_rest(tmp_path: Path) ->
     assert "old figures" not in written
     assert "## Other\n\nkept" in written
     assert "200 requests" in written and "0 errors" in written and "growth" in written
+
+
+def test_instructions_are_counted_per_request_and_per_chunk(tmp_path: Path) -> None:
+    """`booagent bench instructions` counts every phase under callgrind, the long stream costs
+    more than the short one, and the section is written; needs valgrind (on the CI machine)."""
+    out = tmp_path / "performance.md"
+    result = CliRunner().invoke(
+        main, ["bench", "instructions", "--requests", "10", "--chunks", "20", "--out", str(out)]
+    )
+
+    assert result.exit_code == 0, result.output
+    written = out.read_text()
+    assert "## Gateway instructions per request" in written
+    rows = re.findall(r"^\| (whole|stream) \| (\d+) \| ([\d.]+) \| (\d+) \|$", written, re.M)
+    counts = {(mode, int(tokens)): float(m) for mode, tokens, m, _ in rows}
+    assert set(counts) == {("whole", 4), ("stream", 4), ("stream", 20)}
+    assert all(errors == "0" for *_, errors in rows)
+    assert counts["whole", 4] > 0 and counts["stream", 4] < counts["stream", 20]
+    per_chunk = re.search(r"Per relayed chunk: \*\*(\d+)k instructions", written)
+    assert per_chunk is not None and int(per_chunk.group(1)) > 0
