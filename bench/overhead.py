@@ -1,10 +1,12 @@
 """`booagent bench overhead`: what the gateway adds to a request, against a fast upstream.
 
 The same load goes directly to the upstream and through the gateway in the same run,
-interleaved: each load level runs in rounds, and each round runs both targets one after the
-other (the order alternating), so drift in the machine's speed affects both alike. Gateway CPU
+interleaved: each load level runs in rounds, and each round runs every target one after the
+other (the order alternating), so drift in the machine's speed affects all alike. Gateway CPU
 time is read from ``/proc`` around its own rounds only. Per-chunk relay cost is the slope of
 the added stream time between a short answer and a ``chunks``-token one at concurrency 1.
+The bounds (:mod:`bench.stack`) run in the same rounds: what a server doing less than any
+gateway serves, as a ceiling for the gateway's throughput.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from bench.load import (
 )
 from bench.procs import Processes, cpu_seconds, memory_kib
 from bench.report import Machine, machine
-from bench.stack import Stack, model_for, start_stack
+from bench.stack import BOUNDS, Stack, model_for, start_stack
 from bench.stats import Side, Spread, summarise
 
 SHORT_ANSWER = 4
@@ -55,7 +57,7 @@ class Level:
     tokens: int
     direct: Side
     gateway: Side
-    relay: Side
+    bounds: dict[str, Side]
 
     @property
     def mode(self) -> str:
@@ -73,10 +75,9 @@ class Level:
     def ratio(self) -> float:
         return self.gateway.rps / self.direct.rps if self.direct.rps else math.nan
 
-    @property
-    def relay_ratio(self) -> float:
-        """What the bare relay serves, as a share of direct: the ceiling of ``ratio``."""
-        return self.relay.rps / self.direct.rps if self.direct.rps else math.nan
+    def bound_ratio(self, name: str) -> float:
+        """What bound ``name`` serves, as a share of direct: a ceiling of ``ratio``."""
+        return self.bounds[name].rps / self.direct.rps if self.direct.rps else math.nan
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,9 +114,12 @@ class _Bench:
         self.stack = stack
         self.settings = settings
 
-    async def level(self, stream: bool, concurrency: int, tokens: int, requests: int) -> Level:
-        """Warm every target up, then run the interleaved rounds; summarise each target."""
-        targets = (self.stack.direct, self.stack.through, self.stack.relay)
+    async def level(
+        self, stream: bool, concurrency: int, tokens: int, requests: int, *, bounds: bool = True
+    ) -> Level:
+        """Warm every target up, then run the interleaved rounds; summarise each target (the
+        bounds too, unless ``bounds`` is false)."""
+        targets = self.stack.targets if bounds else self.stack.targets[:2]
         conns = {t.name: await open_connections(t, concurrency) for t in targets}
         asks = {
             t.name: [chat_request(t, model_for(t), stream=stream, tokens=tokens)] for t in targets
@@ -135,8 +139,13 @@ class _Bench:
         finally:
             for connections in conns.values():
                 await close_connections(connections)
-        direct, through, relay = (summarise(phases[t.name], tokens, cpu[t.name]) for t in targets)
-        return Level(stream, concurrency, tokens, direct, through, relay)
+        direct, through, *ceilings = (
+            summarise(phases[t.name], tokens, cpu[t.name]) for t in targets
+        )
+        names = (t.name for t in targets[2:])
+        return Level(
+            stream, concurrency, tokens, direct, through, dict(zip(names, ceilings, strict=True))
+        )
 
     async def _timed(
         self, connections: Sequence[Connection], asks: Sequence[bytes], count: int
@@ -154,8 +163,8 @@ class _Bench:
                 report.levels.append(level)
                 progress(_note(level))
         half = max(1, settings.requests // 2)
-        short = await self.level(True, 1, SHORT_ANSWER, half)
-        long = await self.level(True, 1, settings.chunks, half)
+        short = await self.level(True, 1, SHORT_ANSWER, half, bounds=False)
+        long = await self.level(True, 1, settings.chunks, half, bounds=False)
         report.relay = Relay(short, long)
         progress(f"relay: {report.relay.per_chunk_us:.1f} us per chunk")
 
@@ -164,7 +173,9 @@ def _note(level: Level) -> str:
     return (
         f"{level.mode:>6} c={level.concurrency:<3} added p50 {level.added.p50:7.2f} ms  "
         f"p99 {level.added.p99:7.2f} ms  {level.gateway.rps:6.0f} req/s "
-        f"({level.ratio:.0%} of direct; bare relay {level.relay_ratio:.0%})"
+        f"({level.ratio:.0%} of direct; "
+        + ", ".join(f"{name} {level.bound_ratio(name):.0%}" for name in level.bounds)
+        + ")"
     )
 
 
@@ -175,7 +186,7 @@ def run_overhead(settings: OverheadSettings, progress: Progress | None = None) -
         tempfile.TemporaryDirectory(prefix="booagent-bench-") as tmp,
         Processes(Path(tmp)) as procs,
     ):
-        stack = start_stack(procs)
+        stack = start_stack(procs, list(BOUNDS))
         report.pids = stack.pids
         asyncio.run(_Bench(stack, settings).run(report, progress or (lambda _: None)))
         gateway = memory_kib(stack.gateway.pid)

@@ -2,13 +2,17 @@
 
 The gateway is started exactly as a user starts it (``booagent serve --config FILE``) with a
 generated config: one ``llama_server`` node of capacity 256 (so admission never throttles the
-benchmark) carrying one member, and every route pointing at it. Beside it runs
-:mod:`bench.relay`, a bare TCP relay to the same upstream: the ceiling of any Python gateway.
+benchmark) carrying one member, and every route pointing at it. Beside it run the *bounds*,
+servers that do less per request than any gateway could and so cap what it can serve:
+:mod:`bench.relay`, a bare TCP relay to the same upstream (the ceiling of any Python gateway),
+and :mod:`bench.floor` as a bare ASGI app and as a Litestar app on the gateway's own server
+(the ceilings of any gateway served by uvicorn, and of any built on Litestar).
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,23 +45,44 @@ def gateway_config(port: int, upstream_port: int) -> dict[str, Any]:
 
 
 @dataclass(frozen=True, slots=True)
+class Bound:
+    """A server measured beside the gateway that does less than it per request."""
+
+    name: str
+    spawned: Spawned
+    target: Target
+
+
+BOUNDS = {
+    "relay": ["-m", "bench.relay"],
+    "asgi": ["-m", "bench.floor", "--app", "asgi"],
+    "litestar": ["-m", "bench.floor", "--app", "litestar"],
+}
+
+
+@dataclass(frozen=True, slots=True)
 class Stack:
-    """The two processes and the two ways to reach the upstream."""
+    """The processes and the ways to reach the upstream: directly, through the gateway, and
+    each bound's own answer."""
 
     upstream: Spawned
     gateway: Spawned
-    bare_relay: Spawned
     direct: Target
     through: Target
-    relay: Target
+    bounds: tuple[Bound, ...]
 
     @property
-    def pids(self) -> tuple[int, int, int]:
-        return self.upstream.pid, self.gateway.pid, self.bare_relay.pid
+    def pids(self) -> tuple[int, ...]:
+        return (self.upstream.pid, self.gateway.pid, *(b.spawned.pid for b in self.bounds))
+
+    @property
+    def targets(self) -> tuple[Target, ...]:
+        return (self.direct, self.through, *(b.target for b in self.bounds))
 
 
-def start_stack(procs: Processes) -> Stack:
-    """Start the upstream, then the gateway in front of it; return once both answer."""
+def start_stack(procs: Processes, bounds: Sequence[str] = ()) -> Stack:
+    """Start the upstream, the gateway in front of it, and the named ``bounds`` (keys of
+    :data:`BOUNDS`); return once all answer."""
     upstream_port = free_port()
     upstream = procs.spawn(
         "upstream",
@@ -81,25 +106,26 @@ def start_stack(procs: Processes) -> Stack:
         f"http://{HOST}:{gateway_port}",
     )
     procs.wait_ready(gateway, "/ready")
-    relay_port = free_port()
-    relay = procs.spawn(
-        "relay",
-        [sys.executable, "-m", "bench.relay", "--host", HOST, "--port", str(relay_port),
-         "--upstream-port", str(upstream_port)],
-        f"http://{HOST}:{relay_port}",
-    )  # fmt: skip
-    procs.wait_ready(relay, "/health")
     return Stack(
         upstream,
         gateway,
-        relay,
         Target("direct", HOST, upstream_port),
         Target("gateway", HOST, gateway_port),
-        Target("relay", HOST, relay_port),
+        tuple(_start_bound(procs, name, upstream_port) for name in bounds),
     )
 
 
+def _start_bound(procs: Processes, name: str, upstream_port: int) -> Bound:
+    port = free_port()
+    argv = [sys.executable, *BOUNDS[name], "--host", HOST, "--port", str(port)]
+    if name == "relay":
+        argv += ["--upstream-port", str(upstream_port)]
+    spawned = procs.spawn(name, argv, f"http://{HOST}:{port}")
+    procs.wait_ready(spawned, "/health")
+    return Bound(name, spawned, Target(name, HOST, port))
+
+
 def model_for(target: Target) -> str:
-    """What a client names: the virtual model through the gateway, the member directly (and
-    through the relay, which does not read what it forwards)."""
+    """What a client names: the virtual model through the gateway, the member elsewhere (the
+    relay does not read what it forwards, and the floors answer any model)."""
     return VIRTUAL_MODEL if target.name == "gateway" else MEMBER

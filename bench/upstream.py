@@ -18,7 +18,7 @@ import contextlib
 import signal
 from collections.abc import Callable
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -40,8 +40,7 @@ def _json_response(status: str, body: Any) -> bytes:
     return _head(status, _JSON, len(data)) + data
 
 
-def _chunk(body: dict[str, Any]) -> bytes:
-    frame = b"data: " + msgspec.json.encode(body) + b"\n\n"
+def _chunk(frame: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(frame), frame)
 
 
@@ -50,8 +49,8 @@ def _usage(tokens: int) -> dict[str, int]:
 
 
 @lru_cache(maxsize=256)
-def whole_answer(tokens: int) -> bytes:
-    """The non-streaming response with ``tokens`` tokens."""
+def whole_body(tokens: int) -> bytes:
+    """The JSON body of the non-streaming answer with ``tokens`` tokens."""
     message = {"role": "assistant", "content": TOKEN * tokens}
     body = {
         "id": "chatcmpl-bench",
@@ -61,7 +60,14 @@ def whole_answer(tokens: int) -> bytes:
         "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
         "usage": _usage(tokens),
     }
-    return _json_response("200 OK", body)
+    return msgspec.json.encode(body)
+
+
+@lru_cache(maxsize=256)
+def whole_answer(tokens: int) -> bytes:
+    """The non-streaming response with ``tokens`` tokens."""
+    body = whole_body(tokens)
+    return _head("200 OK", _JSON, len(body)) + body
 
 
 def _delta(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
@@ -75,17 +81,25 @@ def _delta(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=256)
-def streamed_answer(tokens: int, include_usage: bool) -> tuple[bytes, ...]:
-    """The streaming response as separate writes: head, role, one per token, the end."""
-    parts = [_head("200 OK", b"text/event-stream", None), _chunk(_delta({"role": "assistant"}))]
-    token = _chunk(_delta({"content": TOKEN}))
-    parts.extend(token for _ in range(tokens))
-    parts.append(_chunk(_delta({}, "stop")))
+def stream_frames(tokens: int, include_usage: bool) -> tuple[bytes, ...]:
+    """The SSE events of a streamed answer: role, one per token, the end, usage, ``[DONE]``."""
+    events = [_delta({"role": "assistant"})]
+    events.extend(_delta({"content": TOKEN}) for _ in range(tokens))
+    events.append(_delta({}, "stop"))
     if include_usage:
-        usage = {**_delta({}), "choices": [], "usage": _usage(tokens)}
-        parts.append(_chunk(usage))
-    done = b"data: [DONE]\n\n"
-    parts.append(b"%x\r\n%s\r\n0\r\n\r\n" % (len(done), done))
+        events.append({**_delta({}), "choices": [], "usage": _usage(tokens)})
+    frames = [b"data: " + msgspec.json.encode(event) + b"\n\n" for event in events]
+    return (*frames, b"data: [DONE]\n\n")
+
+
+@lru_cache(maxsize=256)
+def streamed_answer(tokens: int, include_usage: bool) -> tuple[bytes, ...]:
+    """The streaming response as separate writes: head, one chunk per event, the last one
+    carrying the end of the chunked body."""
+    *frames, done = stream_frames(tokens, include_usage)
+    parts = [_head("200 OK", b"text/event-stream", None)]
+    parts.extend(_chunk(frame) for frame in frames)
+    parts.append(_chunk(done) + b"0\r\n\r\n")
     return tuple(parts)
 
 
@@ -95,17 +109,33 @@ _NOT_FOUND = _json_response("404 Not Found", {"error": {"code": 404, "message": 
 _BAD = _json_response("400 Bad Request", {"error": {"code": 400, "message": "bad request"}})
 
 
-def _chat(body: bytes) -> tuple[bytes, ...]:
+class Ask(NamedTuple):
+    """What a chat request asks of the upstream: how many tokens, streamed or not."""
+
+    tokens: int
+    stream: bool
+    include_usage: bool
+
+
+def read_ask(body: bytes) -> Ask | None:
+    """The request's ``max_tokens``, ``stream`` and ``include_usage``; None if unreadable."""
     try:
         request = msgspec.json.decode(body)
         tokens = int(request.get("max_tokens") or DEFAULT_TOKENS)
+        options = request.get("stream_options") or {}
+        usage = bool(options.get("include_usage"))
     except (msgspec.DecodeError, AttributeError, TypeError, ValueError):
+        return None
+    return Ask(max(1, min(tokens, MAX_TOKENS)), bool(request.get("stream")), usage)
+
+
+def _chat(body: bytes) -> tuple[bytes, ...]:
+    ask = read_ask(body)
+    if ask is None:
         return (_BAD,)
-    tokens = max(1, min(tokens, MAX_TOKENS))
-    if not request.get("stream"):
-        return (whole_answer(tokens),)
-    options = request.get("stream_options") or {}
-    return streamed_answer(tokens, bool(options.get("include_usage")))
+    if not ask.stream:
+        return (whole_answer(ask.tokens),)
+    return streamed_answer(ask.tokens, ask.include_usage)
 
 
 def respond(method: bytes, path: bytes, body: bytes) -> tuple[bytes, ...]:

@@ -15,7 +15,7 @@ from gateway.cli import main
 
 
 def test_overhead_reports_every_figure_and_leaves_no_process() -> None:
-    """Both modes at each level, relay cost, CPU, RSS and the bare relay's ceiling are reported;
+    """Both modes at each level, relay cost, CPU, RSS and each bound's ceiling are reported;
     every process is gone."""
     settings = OverheadSettings(requests=20, concurrency=(1, 4), chunks=10, rounds=2, warmup=5)
     report = run_overhead(settings)
@@ -27,7 +27,8 @@ def test_overhead_reports_every_figure_and_leaves_no_process() -> None:
         ("stream", 4),
     ]
     for level in report.levels:
-        for side in (level.direct, level.gateway, level.relay):
+        assert list(level.bounds) == ["relay", "asgi", "litestar"]
+        for side in (level.direct, level.gateway, *level.bounds.values()):
             assert side.errors == 0
             assert side.requests == 20
             assert side.rps > 0
@@ -36,13 +37,14 @@ def test_overhead_reports_every_figure_and_leaves_no_process() -> None:
         assert level.gateway.cpu_per_1000 >= 0
     assert report.relay is not None and math.isfinite(report.relay.per_chunk_us)
     assert report.gateway_peak_rss_kib > 0
-    assert len(report.pids) == 3
+    assert len(report.pids) == 5
     assert not any(alive(pid) for pid in report.pids)
 
     text = overhead_markdown(report)
     for needle in ("## Gateway overhead", "TTFT added", "gateway / direct", "CPU s per 1k"):
         assert needle in text
-    assert "Per-chunk relay cost" in text and "peak RSS" in text and "bare relay" in text
+    assert "Per-chunk relay cost" in text and "peak RSS" in text and "bare TCP relay" in text
+    assert "Litestar floor" in text and "bare ASGI floor" in text
 
 
 def test_memory_command_writes_its_section_and_keeps_the_rest(tmp_path: Path) -> None:
