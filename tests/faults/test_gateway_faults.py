@@ -105,8 +105,11 @@ class TestBeforeTheFirstToken:
         assert waited >= node.retry_after
 
     def test_persistent_429_gives_503_with_retry_after_and_no_client_retry(self) -> None:
+        """(The breaker is kept out of it: after two failures it would open for as long as the
+        node's Retry-After, and whether the third attempt found it open was a race.)"""
         node = FaultServer("a", Scenario.RATE_LIMITED)
-        with node.in_thread(), running_gateway(_settings([node])) as base:
+        policies = {**POLICIES, "breaker": {"failures": 10, "open_seconds": 1.0}}
+        with node.in_thread(), running_gateway(_settings([node], policies=policies)) as base:
             sdk = sdk_for(base, max_retries=2)
             with sdk, pytest.raises(openai.APIStatusError) as caught:
                 sdk.chat.completions.create(model="booagent-cluster", messages=HELLO)
@@ -204,6 +207,39 @@ class TestAfterTheFirstToken:
                 frames = [line for line in response.iter_lines() if line.startswith("data:")]
         assert '"error"' in frames[-1]
         assert "data: [DONE]" not in frames
+
+
+class TestClientLeaves:
+    """A client that goes away frees the node: its request there is closed, its slot given
+    back, and the next client is served."""
+
+    def test_leaving_a_whole_answer_closes_the_node_request(self) -> None:
+        node = FaultServer("a", Scenario.SLOW_FIRST_TOKEN, delay=30)
+        with node.in_thread(), running_gateway(_settings([node], policies=RELAXED)) as base:
+            body = {"model": "booagent-cluster", "messages": HELLO}
+            with pytest.raises(httpx.ReadTimeout):
+                httpx.post(f"{base}/v1/chat/completions", json=body, timeout=0.5)
+            assert eventually(lambda: node.cancelled == 1)
+            assert eventually(lambda: _in_flight(base, "a") == 0)
+            node.scenario = Scenario.HEALTHY
+            with sdk_for(base) as sdk:
+                answer = sdk.chat.completions.create(model="booagent-cluster", messages=HELLO)
+        assert answer.choices[0].message.content == "hello from a"
+
+    def test_leaving_a_stream_closes_the_node_request(self) -> None:
+        node = FaultServer("a", Scenario.STALL, fault_after=1, ping_interval=0.05)
+        with node.in_thread(), running_gateway(_settings([node], policies=RELAXED)) as base:
+            body = {"model": "booagent-cluster", "messages": HELLO, "stream": True}
+            with httpx.stream("POST", f"{base}/v1/chat/completions", json=body) as response:
+                lines = response.iter_lines()
+                assert any("hello" in line for line in lines)
+            assert eventually(lambda: node.cancelled == 1)
+            assert eventually(lambda: _in_flight(base, "a") == 0)
+
+
+def _in_flight(base: str, node: str) -> int:
+    nodes = httpx.get(f"{base}/v1/cluster").json()["nodes"]
+    return int(next(n["in_flight"] for n in nodes if n["name"] == node))
 
 
 class TestBreaker:
