@@ -143,10 +143,14 @@ def _check_key(keys: Sequence[str], authorization: str) -> None:
 
 
 @post("/v1/chat/completions", status_code=200)
-async def chat_completions(request: Request[Any, Any, Any], state: State) -> ASGIApp:
-    """The answer as a bare ASGI response (:class:`gateway.chat.EventStream` for a stream)."""
+async def chat_completions(request: Request[Any, Any, Any]) -> ASGIApp:
+    """The answer as a bare ASGI response (:class:`gateway.chat.EventStream` for a stream).
+
+    The app's state is read from the request rather than asked for as a ``state`` parameter:
+    Litestar resolves each handler parameter per request (docs/performance.md).
+    """
     require_api_key(request)
-    gateway = _gateway(state)
+    gateway = _gateway(request.app.state)
     parsed = parse_chat(await request.body(), members=[m.name for m in gateway.settings.members])
     strategy = gateway.strategy_for(parsed.checked.model)
     if parsed.options.strategy is not None and gateway.is_member(parsed.checked.model):

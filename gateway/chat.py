@@ -215,19 +215,38 @@ async def _whole(
 
 
 async def _unless_disconnected(work: Coroutine[Any, Any, None], receive: Receive) -> bool:
-    """Run ``work`` to its end, or cancel it when the client goes away (then return False)."""
-    job = asyncio.ensure_future(work)
+    """Run ``work`` to its end, or cancel it when the client goes away (then return False).
+
+    ``work`` runs in this task; only the disconnect watch gets one, and when it sees the client
+    go it cancels this task, as ``asyncio.timeout`` does when its time is up. The cancellation
+    lands inside ``work`` (this task is waiting there whenever the watch's callback runs) and is
+    taken back here; one from anyone else goes on up.
+    """
+    task = asyncio.current_task()
+    assert task is not None
     watch = asyncio.ensure_future(_disconnect(receive))
+    gone = False
+
+    def client_gone(_: object) -> None:
+        nonlocal gone
+        if not watch.cancelled():
+            watch.exception()  # a receive that failed counts as the client gone
+            gone = True
+            task.cancel()
+
+    watch.add_done_callback(client_gone)
     try:
-        await asyncio.wait({job, watch}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watch.cancel()
-        if not job.done():
-            job.cancel()
-        await asyncio.gather(watch, job, return_exceptions=True)
-    if job.cancelled():
+        await work
+    except asyncio.CancelledError:
+        if not gone or task.uncancel() > 0:
+            raise
         return False
-    job.result()
+    finally:
+        watch.remove_done_callback(client_gone)
+        watch.cancel()
+    if gone:  # ``work`` swallowed the cancellation
+        task.uncancel()
+        return False
     return True
 
 
