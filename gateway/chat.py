@@ -3,7 +3,8 @@
 The strategy returns a *committed* stream: by the time it does, a node has produced its first
 content token, so every failure before that point was retried elsewhere (or is an HTTP error
 status here). After it, a node failure ends the SSE stream with an ``error`` frame and no
-``[DONE]``, so a cut answer never looks complete. One log line is written per request.
+``[DONE]``, so a cut answer never looks complete. One log line is written per request, after
+the answer is sent where there is one.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import msgspec
 import structlog
 from litestar.response.base import ASGIResponse
-from litestar.types import Receive, Send
+from litestar.types import Receive, Scope, Send
 
 from backends.base import ChatRequest, Chunk, Served
 from backends.collect import Accumulator, estimate_prompt_tokens
@@ -87,7 +88,8 @@ class Turn:
     stack: AsyncExitStack
     include_usage: bool
     options: Options = NO_OPTIONS
-    finished: bool = False
+    outcome: tuple[int, str | None] | None = None
+    logged: bool = False
 
     def usage(self) -> dict[str, int]:
         """Tokens of every member call the request caused, not only the answer's."""
@@ -117,11 +119,39 @@ class Turn:
             "calls": calls,
         }
 
-    def finish(self, status: int, error: str | None) -> None:
-        """Write the request's log line (once, whichever path gets here first)."""
-        if not self.finished:
-            self.finished = True
+    def end(self, status: int, error: str | None) -> None:
+        """Record how the request ended (whichever path gets here first)."""
+        if self.outcome is None:
+            self.outcome = (status, error)
+
+    def write_log(self) -> None:
+        """Write the request's log line, once (a request that never ended is a client gone)."""
+        if not self.logged:
+            self.logged = True
+            status, error = self.outcome or (CLIENT_CLOSED, "client disconnected")
             self.log.emit(status, self.served, self.usage(), error=error)
+
+    def finish(self, status: int, error: str | None) -> None:
+        """Record how the request ended and write its log line now."""
+        self.end(status, error)
+        self.write_log()
+
+
+class Answer(ASGIResponse):
+    """A response that writes the request's log line once it is sent (or sending failed), so
+    the client is not kept waiting for it."""
+
+    __slots__ = ("turn",)
+
+    def __init__(self, turn: Turn, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.turn = turn
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.turn.write_log()
 
 
 async def answer(
@@ -161,10 +191,10 @@ async def _streamed(turn: Turn, strategy: Strategy, request: ChatRequest) -> ASG
         "cache-control": "no-cache",
         "x-accel-buffering": "no",
     }
-    return EventStream(_sse(turn, chunks), headers)
+    return EventStream(turn, _sse(turn, chunks), headers)
 
 
-class EventStream(ASGIResponse):
+class EventStream(Answer):
     """The SSE body, sent frame by frame until it ends or the client goes away.
 
     Litestar's ``Stream`` does this with an anyio task group per response; this is the same
@@ -175,8 +205,10 @@ class EventStream(ASGIResponse):
     __slots__ = ("frames",)
     _should_set_content_length = False
 
-    def __init__(self, frames: AsyncGenerator[bytes, None], headers: dict[str, str]) -> None:
-        super().__init__(headers=headers, media_type="text/event-stream", status_code=200)
+    def __init__(
+        self, turn: Turn, frames: AsyncGenerator[bytes, None], headers: dict[str, str]
+    ) -> None:
+        super().__init__(turn, headers=headers, media_type="text/event-stream", status_code=200)
         self.frames = frames
 
     async def send_body(self, send: Send, receive: Receive) -> None:
@@ -205,13 +237,18 @@ async def _whole(
     turn: Turn, strategy: Strategy, request: ChatRequest, receive: Receive
 ) -> ASGIResponse:
     """Collect the whole answer, giving up (and freeing the node) if the client goes away."""
-    if not await _unless_disconnected(_collect(turn, strategy, request), receive):
-        turn.finish(CLIENT_CLOSED, "client disconnected")
-        return ASGIResponse(body=b"", status_code=CLIENT_CLOSED)
+    try:
+        answered = await _unless_disconnected(_collect(turn, strategy, request), receive)
+    except BaseException:
+        turn.write_log()
+        raise
+    if not answered:
+        turn.end(CLIENT_CLOSED, "client disconnected")
+        return Answer(turn, body=b"", status_code=CLIENT_CLOSED)
     completion = turn.acc.completion(turn.identity)
     completion.update(usage=turn.usage(), booagent=turn.booagent())
     headers = _served_headers(turn.served, strategy)
-    return ASGIResponse(body=_json(completion), media_type="application/json", headers=headers)
+    return Answer(turn, body=_json(completion), media_type="application/json", headers=headers)
 
 
 async def _unless_disconnected(work: Coroutine[Any, Any, None], receive: Receive) -> bool:
@@ -261,7 +298,7 @@ async def _collect(turn: Turn, strategy: Strategy, request: ChatRequest) -> None
             status, error = exc.status_code, exc.message
             raise
         finally:
-            turn.finish(status, error)
+            turn.end(status, error)
 
 
 async def _drain(turn: Turn, chunks: AsyncIterator[Chunk]) -> None:
@@ -294,7 +331,7 @@ async def _sse(turn: Turn, chunks: AsyncIterator[Chunk]) -> AsyncGenerator[bytes
         yield _data(error_body(exc))
     finally:
         await turn.stack.aclose()
-        turn.finish(status, error)
+        turn.end(status, error)
 
 
 async def _frames(turn: Turn, chunks: AsyncIterator[Chunk]) -> AsyncIterator[bytes]:

@@ -42,6 +42,36 @@ async def test_one_log_line_per_request_with_failures() -> None:
     assert line["tokens_out"] == 2 and line["request_id"] == response.headers["x-request-id"]
 
 
+async def test_one_log_line_for_a_stream_written_after_its_end() -> None:
+    """A streamed answer's line is written once, after the last frame went out."""
+    app = _app(FakeNode("a", reply="fine thanks"), FakeNode("b"))
+    async with AsyncTestClient(app) as client:
+        with capture_logs(processors=[merge_contextvars]) as logs:
+            response = await client.post("/v1/chat/completions", json={**HELLO, "stream": True})
+            body = response.text
+    lines = [entry for entry in logs if entry["event"] == "chat_completion"]
+    assert body.endswith("data: [DONE]\n\n")
+    assert [(line["status"], line["stream"], line["tokens_out"]) for line in lines] == [
+        (200, True, 2)
+    ]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_one_log_line_when_every_node_fails(stream: bool) -> None:
+    """A request no node could answer is logged once, with the status the client got."""
+    app = _app(
+        FakeNode("a", fail_before=NodeUnreachable("a", "refused")),
+        FakeNode("b", fail_before=NodeUnreachable("b", "refused")),
+    )
+    async with AsyncTestClient(app) as client:
+        with capture_logs(processors=[merge_contextvars]) as logs:
+            response = await client.post("/v1/chat/completions", json={**HELLO, "stream": stream})
+    lines = [entry for entry in logs if entry["event"] == "chat_completion"]
+    assert response.status_code == 502
+    assert [(line["status"], line["attempts"]) for line in lines] == [(502, 3)]
+    assert "all 3 attempts failed" in lines[0]["error"]
+
+
 async def test_answer_headers_name_node_attempts_strategy() -> None:
     async with AsyncTestClient(_app(FakeNode("a"), FakeNode("b"))) as client:
         response = await client.post("/v1/chat/completions", json=HELLO)
