@@ -32,6 +32,7 @@ from gateway.wire import Identity, client_chunk, usage_chunk
 
 _log = structlog.get_logger("booagent.request")
 CLIENT_CLOSED = 499
+DONE_FRAME = encode_data(DONE)
 
 
 @dataclass(slots=True)
@@ -199,7 +200,9 @@ class EventStream(Answer):
 
     Litestar's ``Stream`` does this with an anyio task group per response; this is the same
     disconnect handling as a whole answer's (:func:`_unless_disconnected`) at a fraction of the
-    cost (docs/performance.md). The frames are closed however the stream ends.
+    cost (docs/performance.md). The ``[DONE]`` frame, always the last, ends the body with it,
+    so the client has the whole answer before the node's stream is closed behind it. The frames
+    are closed however the stream ends.
     """
 
     __slots__ = ("frames",)
@@ -212,15 +215,18 @@ class EventStream(Answer):
         self.frames = frames
 
     async def send_body(self, send: Send, receive: Receive) -> None:
-        await _unless_disconnected(self._relay(send), receive)
+        try:
+            await _unless_disconnected(self._relay(send), receive)
+        finally:
+            await self.frames.aclose()  # once the body has ended: no disconnect to watch for
 
     async def _relay(self, send: Send) -> None:
-        try:
-            async for frame in self.frames:
-                await send({"type": "http.response.body", "body": frame, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            await self.frames.aclose()
+        async for frame in self.frames:
+            last = frame is DONE_FRAME
+            await send({"type": "http.response.body", "body": frame, "more_body": not last})
+            if last:
+                return
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def _served_headers(served: Served, strategy: Strategy) -> dict[str, str]:
@@ -319,13 +325,14 @@ def _data(payload: Any) -> bytes:
 
 
 async def _sse(turn: Turn, chunks: AsyncIterator[Chunk]) -> AsyncGenerator[bytes, None]:
-    """The SSE body. Always closes the upstream stream, however it ends."""
+    """The SSE body, ``[DONE]`` last (the response ends with it, then closes this generator).
+    Always closes the upstream stream, however it ends."""
     status, error = CLIENT_CLOSED, None
     try:
         async for frame in _frames(turn, chunks):
             yield frame
-        yield encode_data(DONE)
         status = 200
+        yield DONE_FRAME
     except BooagentError as exc:
         status, error = exc.status_code, exc.message
         yield _data(error_body(exc))

@@ -72,6 +72,19 @@ async def test_one_log_line_when_every_node_fails(stream: bool) -> None:
     assert "all 3 attempts failed" in lines[0]["error"]
 
 
+@pytest.mark.parametrize("stream", [False, True])
+async def test_answered_requests_free_their_node_and_are_counted(stream: bool) -> None:
+    """Once an answer is sent, its node's slot is free again and the answer is counted."""
+    app = _app(FakeNode("a", delay=0.001), FakeNode("b"))
+    async with AsyncTestClient(app) as client:
+        for _ in range(3):
+            response = await client.post("/v1/chat/completions", json={**HELLO, "stream": stream})
+            assert response.status_code == 200 and "hello" in response.text
+        view = (await client.get("/v1/cluster")).json()
+    node = next(n for n in view["nodes"] if n["name"] == "a")
+    assert (node["in_flight"], node["served"], node["failed"]) == (0, 3, 0)
+
+
 async def test_answer_headers_name_node_attempts_strategy() -> None:
     async with AsyncTestClient(_app(FakeNode("a"), FakeNode("b"))) as client:
         response = await client.post("/v1/chat/completions", json=HELLO)
