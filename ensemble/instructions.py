@@ -44,6 +44,20 @@ _NO_FENCE = re.compile(r"\bwithout (?:a |any )?code (?:block|fence)s?\b|\bno cod
 _COUNTED = re.compile(rf"\b{_N} \w+", re.I)
 _COUNT = re.compile(rf"\b{_N}\b", re.I)
 _RANGE = re.compile(rf"\b{_N} (?:to|through) {_N}\b", re.I)
+_EXACT_WORDS = re.compile(rf"\bexactly {_N} words?\b|\bin {_N} words\b", re.I)
+_N_WORD = re.compile(rf"\b{_N}-word\b", re.I)
+_FEWER_WORDS = re.compile(r"\b(?:fewer|less) than (\d+) words\b", re.I)
+_AT_MOST_WORDS = re.compile(r"\bat most (\d+) words\b", re.I)
+_LIST_ASKED = re.compile(r"\b(?:numbered|bulleted) list\b|\bbullet\b")
+_LIST_COUNT = re.compile(rf"\bexactly {_N}\b|\blist of (?:exactly )?{_N}\b|^\w+ {_N}\b")
+_LIST_ITEMS = re.compile(rf"\b{_N} (?:\w+ )?(?:items|steps|tips|fruits|vegetables)\b")
+_LOWER_ASKED = re.compile(r"\b(?:all |only |entirely in )?lowercase\b")
+_UPPER_ASKED = re.compile(r"\ball capital letters\b|\ball caps\b|\buppercase\b")
+_CHOICE = re.compile(r"\banswer with only (\w+) or (\w+)\b", re.I)
+_ONE_WORD = re.compile(r"\b(?:reply|answer) with a single word\b", re.I)
+_STARTS_WITH = re.compile(r"\bstart (?:your (?:answer|reply) )?with (?:the word )?'([^']+)'", re.I)
+_ENDS_WITH = re.compile(r"\bend your (?:reply|answer) with the exact phrase '([^']+)'", re.I)
+_NO_COMMAS = re.compile(r"\bwithout using any commas\b", re.I)
 
 
 def _n(word: str) -> int:
@@ -134,15 +148,15 @@ def _no_markers(prompt: str) -> list[Check]:
 
 def _count_checks(prompt: str) -> list[Check]:
     checks: list[Check] = []
-    for match in re.finditer(rf"\bexactly {_N} words?\b|\bin {_N} words\b", prompt, re.I):
+    for match in _EXACT_WORDS.finditer(prompt):
         checks.append(_exact_words(_n(match.group(1) or match.group(2))))
-    for match in re.finditer(rf"\b{_N}-word\b", prompt, re.I):
+    for match in _N_WORD.finditer(prompt):
         checks.append(_exact_words(_n(match.group(1))))
-    for match in re.finditer(r"\b(?:fewer|less) than (\d+) words\b", prompt, re.I):
+    for match in _FEWER_WORDS.finditer(prompt):
         n = int(match.group(1))
         shape = Shape(max_words=n - 1)
         checks.append(_word_check(f"words<{n}", n.__gt__, f"use fewer than {n} words", shape))
-    for match in re.finditer(r"\bat most (\d+) words\b", prompt, re.I):
+    for match in _AT_MOST_WORDS.finditer(prompt):
         n = int(match.group(1))
         shape = Shape(max_words=n)
         checks.append(_word_check(f"words<={n}", n.__ge__, f"use at most {n} words", shape))
@@ -156,11 +170,11 @@ def _exact_words(n: int) -> Check:
 
 def _list_checks(prompt: str) -> list[Check]:
     lowered = prompt.lower()
-    if not re.search(r"\b(?:numbered|bulleted) list\b|\bbullet\b", lowered):
+    if not _LIST_ASKED.search(lowered):
         return []
-    match = re.search(rf"\bexactly {_N}\b|\blist of (?:exactly )?{_N}\b|^\w+ {_N}\b", lowered)
+    match = _LIST_COUNT.search(lowered)
     if match is None:
-        match = re.search(rf"\b{_N} (?:\w+ )?(?:items|steps|tips|fruits|vegetables)\b", lowered)
+        match = _LIST_ITEMS.search(lowered)
     if match is None:
         return []
     n = _n(next(g for g in match.groups() if g))
@@ -218,9 +232,9 @@ def _csv_count(line: str) -> str | None:
 def _case_checks(prompt: str) -> list[Check]:
     lowered = prompt.lower()
     checks = []
-    if re.search(r"\b(?:all |only |entirely in )?lowercase\b", lowered):
+    if _LOWER_ASKED.search(lowered):
         checks.append(_case_check("lower", str.lower))
-    if re.search(r"\ball capital letters\b|\ball caps\b|\buppercase\b", lowered):
+    if _UPPER_ASKED.search(lowered):
         checks.append(_case_check("upper", str.upper))
     return checks
 
@@ -257,29 +271,27 @@ def _times(word: str) -> int:
 
 def _answer_checks(prompt: str) -> list[Check]:
     checks = []
-    choice = re.search(r"\banswer with only (\w+) or (\w+)\b", prompt, re.I)
+    choice = _CHOICE.search(prompt)
     if choice:
         options = {choice.group(1).lower(), choice.group(2).lower()}
         test = lambda t: " ".join(_WORDS.findall(t.lower())) in options  # noqa: E731
         rule = f"answer with only {choice.group(1)} or {choice.group(2)}"
         checks.append(Check("choice", test, rule))
-    if re.search(r"\b(?:reply|answer) with a single word\b", prompt, re.I):
+    if _ONE_WORD.search(prompt):
         shape = Shape(min_words=1, max_words=1)
         checks.append(_word_check("one_word", (1).__eq__, "a single word", shape))
-    start = re.search(
-        r"\bstart (?:your (?:answer|reply) )?with (?:the word )?'([^']+)'", prompt, re.I
-    )
+    start = _STARTS_WITH.search(prompt)
     if start:
         prefix = start.group(1)
         test = lambda t: t.strip().startswith(prefix)  # noqa: E731
         shape = Shape(prefix=prefix)
         checks.append(Check("starts_with", test, f"start with '{prefix}'", shape=shape))
-    end = re.search(r"\bend your (?:reply|answer) with the exact phrase '([^']+)'", prompt, re.I)
+    end = _ENDS_WITH.search(prompt)
     if end:
         suffix = end.group(1)
         test = lambda t: t.strip().endswith(suffix)  # noqa: E731
         checks.append(Check("ends_with", test, f"end with the exact phrase '{suffix}'"))
-    if re.search(r"\bwithout using any commas\b", prompt, re.I):
+    if _NO_COMMAS.search(prompt):
         test = lambda t: "," not in t  # noqa: E731
         checks.append(Check("no_commas", test, "no commas at all", shape=Shape(no_commas=True)))
     return checks
