@@ -36,11 +36,15 @@ class Chunk:
     """One parsed `chat.completion.chunk` from a node.
 
     A ``keepalive`` chunk carries nothing: a strategy still working says it is alive (the
-    gateway turns it into an SSE comment for streaming clients).
+    gateway turns it into an SSE comment for streaming clients). ``more`` says the next chunk of
+    the same answer had already arrived when this one was read (only the node client sets it):
+    whoever relays this chunk hands on the next one without waiting for anything else, so a
+    writer may hold this one and send both in one write.
     """
 
     data: Mapping[str, Any]
     keepalive: bool = False
+    more: bool = False
     choice: Mapping[str, Any] = field(init=False, repr=False, compare=False)
     """The first choice (empty when there is none); read once, as every consumer asks for it."""
     delta: Mapping[str, Any] = field(init=False, repr=False, compare=False)

@@ -100,6 +100,11 @@ class _Events:
             await self._read(limit)
         return self._ready.popleft()
 
+    @property
+    def waiting(self) -> bool:
+        """True when the next event has already arrived."""
+        return bool(self._ready)
+
     async def drain(self, limit: float) -> None:
         """Read (and drop) the rest of the body, until it ends or ``limit`` passes."""
         while not self._ended:
@@ -175,7 +180,7 @@ def _decode(text: str) -> Any:
         return json.loads(text)
 
 
-def _parse_chunk(node: str, event: Event) -> Chunk:
+def _parse_chunk(node: str, event: Event, *, more: bool = False) -> Chunk:
     try:
         data = _decode(event.data)
     except ValueError as exc:
@@ -184,7 +189,7 @@ def _parse_chunk(node: str, event: Event) -> Chunk:
         raise NodeProtocolError(node, f"chunk is not an object: {event.data[:80]!r}")
     if "error" in data:
         raise _event_error(node, event)
-    return Chunk(data)
+    return Chunk(data, more=more)
 
 
 @asynccontextmanager
@@ -263,7 +268,7 @@ class HttpNode:
             if event.data.strip() == DONE:
                 await self._read_to_end(events)
                 return
-            chunk = _parse_chunk(self.name, event)
+            chunk = _parse_chunk(self.name, event, more=events.waiting)
             if chunk.is_content:
                 limit = min(loop.time() + self._timeouts.stall, deadline)
             yield chunk

@@ -13,7 +13,6 @@ import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import msgspec
@@ -342,29 +341,68 @@ async def _sse(turn: Turn, chunks: AsyncIterator[Chunk]) -> AsyncGenerator[bytes
 
 
 async def _frames(turn: Turn, chunks: AsyncIterator[Chunk]) -> AsyncIterator[bytes]:
-    """Client frames; the finishing chunk is held back to carry the ``booagent`` object."""
-    first, held = True, None
-    for_client = partial(client_chunk, turn.identity, include_usage=turn.include_usage)
-    async for chunk in chunks:
+    """Client frames, those of chunks that arrived together (``Chunk.more``) as one write."""
+    framer = _Framer(turn)
+    try:
+        async for chunk in chunks:
+            framer.add(chunk)
+            if framer.out and not chunk.more:
+                yield framer.take()
+    except BooagentError:
+        if framer.out:
+            yield framer.take()
+        raise
+    yield framer.end()
+
+
+@dataclass(slots=True)
+class _Framer:
+    """Turns an answer's chunks into client frames, gathered in ``out`` until taken; holds the
+    finishing chunk back to carry the ``booagent`` object."""
+
+    turn: Turn
+    out: list[bytes] = field(default_factory=list)
+    first: bool = True
+    held: dict[str, Any] | None = None
+
+    def add(self, chunk: Chunk) -> None:
         if chunk.keepalive:
-            yield encode_comment("keep-alive")
-            continue
+            self.out.append(_KEEPALIVE)
+            return
+        turn = self.turn
         turn.acc.add(chunk)
-        frame = for_client(chunk, first=first)
+        frame = client_chunk(
+            turn.identity, chunk, first=self.first, include_usage=turn.include_usage
+        )
         if frame is None:
-            continue
+            return
         turn.log.mark_first_token()
-        first = False
-        if held is not None:
-            yield _data(held)
-        held = frame if chunk.finish_reason else None
-        if held is None:
-            yield _data(frame)
-    final = held if held is not None else for_client(Chunk(_EMPTY_FINISH), first=first)
-    booagent = turn.booagent()
-    yield _data({**(final or {}), "booagent": booagent})
-    if turn.include_usage:
-        yield _data({**usage_chunk(turn.identity, turn.usage()), "booagent": booagent})
+        self.first = False
+        if self.held is not None:
+            self.out.append(_data(self.held))
+        self.held = frame if chunk.finish_reason else None
+        if self.held is None:
+            self.out.append(_data(frame))
+
+    def take(self) -> bytes:
+        taken = b"".join(self.out)
+        self.out.clear()
+        return taken
+
+    def end(self) -> bytes:
+        """What is left, then the finishing frame with the ``booagent`` object (and usage)."""
+        turn = self.turn
+        final = self.held or client_chunk(
+            turn.identity, Chunk(_EMPTY_FINISH), first=self.first, include_usage=turn.include_usage
+        )
+        booagent = turn.booagent()
+        self.out.append(_data({**(final or {}), "booagent": booagent}))
+        if turn.include_usage:
+            self.out.append(
+                _data({**usage_chunk(turn.identity, turn.usage()), "booagent": booagent})
+            )
+        return self.take()
 
 
+_KEEPALIVE = encode_comment("keep-alive")
 _EMPTY_FINISH = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}

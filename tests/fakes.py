@@ -11,7 +11,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from backends.admission import Admission
@@ -43,7 +43,9 @@ def with_logprob(chunk: Chunk, logprob: float | None) -> Chunk:
 @dataclass
 class FakeNode:
     """A scripted node. ``fail_before`` raises instead of answering; ``delay`` is per chunk;
-    ``logprob`` is every token's log-prob, sent when a request asks for log-probs."""
+    ``logprob`` is every token's log-prob, sent when a request asks for log-probs; ``together``
+    marks every chunk but the last as followed at once by the next (``Chunk.more``), as when a
+    node's chunks arrive in one network read."""
 
     name: str
     reply: Reply = "hello"
@@ -51,6 +53,7 @@ class FakeNode:
     fail_after: NodeError | None = None
     delay: float = 0.0
     logprob: float | None = None
+    together: bool = False
     requests: list[ChatRequest] = field(default_factory=list)
     closed: int = 0
 
@@ -71,12 +74,14 @@ class FakeNode:
 
     async def _chunks(self, request: ChatRequest) -> AsyncIterator[Chunk]:
         text = self.reply(request) if callable(self.reply) else self.reply
-        yield Chunk({"choices": [{"index": 0, "delta": {"role": "assistant"}}]})
+        more = self.together
+        yield Chunk({"choices": [{"index": 0, "delta": {"role": "assistant"}}]}, more=more)
         logprobs = self.logprob is not None and bool(request.body.get("logprobs"))
         for i, word in enumerate(text.split(" ")):
             await asyncio.sleep(self.delay)
             chunk = content_chunk(word if i == 0 else f" {word}")
-            yield with_logprob(chunk, self.logprob) if logprobs else chunk
+            chunk = with_logprob(chunk, self.logprob) if logprobs else chunk
+            yield replace(chunk, more=more)
             if self.fail_after is not None:
                 raise self.fail_after
         yield content_chunk("", finish="stop")

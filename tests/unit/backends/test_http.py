@@ -252,6 +252,13 @@ class TestStream:
         assert "".join(c.content for c in chunks) == "Hello"
         assert chunks[-1].usage == USAGE["usage"]
 
+    async def test_chunks_read_together_say_more_follows(self) -> None:
+        """A chunk whose successor came in the same network read says so (``more``); the
+        last one read before a pause does not."""
+        script = stream(frame(ROLE) + frame(content("a")), 0.05, frame(FINISH), 0.05, DONE)
+        chunks = await collect(script)
+        assert [c.more for c in chunks] == [True, False, False]
+
     async def test_frames_split_across_network_reads(self) -> None:
         """Frames that arrive a byte at a time, UTF-8 characters cut too, are reassembled."""
         wire = frame(content("añ€")) + DONE

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import anyio
 import pytest
 from litestar.testing import AsyncTestClient
 from structlog.contextvars import merge_contextvars
@@ -83,6 +85,62 @@ async def test_answered_requests_free_their_node_and_are_counted(stream: bool) -
         view = (await client.get("/v1/cluster")).json()
     node = next(n for n in view["nodes"] if n["name"] == "a")
     assert (node["in_flight"], node["served"], node["failed"]) == (0, 3, 0)
+
+
+async def _body_writes(app: Any, body: dict[str, Any]) -> list[bytes]:
+    """The non-empty body messages the app sends for one streamed request, in order."""
+    raw = json.dumps(body).encode()
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
+        "query_string": b"", "root_path": "", "client": ("127.0.0.1", 1), "server": None,
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(raw))],
+    }  # fmt: skip
+    incoming = [{"type": "http.request", "body": raw, "more_body": False}]
+    writes: list[bytes] = []
+
+    async def receive() -> dict[str, Any]:
+        if incoming:
+            return incoming.pop()
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body" and message.get("body"):
+            writes.append(message["body"])
+
+    await app(scope, receive, send)
+    return writes
+
+
+@pytest.mark.parametrize(("together", "content_writes"), [(True, 1), (False, 3)])
+async def test_chunks_that_arrive_together_are_sent_in_one_write(
+    together: bool, content_writes: int
+) -> None:
+    """A node's chunks read at once (``Chunk.more``) reach the client in one write; the
+    finishing frame (with the booagent object) and [DONE] follow, in order."""
+    app = _app(FakeNode("a", reply="fine thanks", together=together), FakeNode("b"))
+    async with AsyncTestClient(app):
+        writes = await _body_writes(app, {**HELLO, "stream": True})
+    *content, final, done = writes
+    assert len(content) == content_writes
+    assert b"".join(content).count(b"data: ") == 3  # role, "fine", " thanks"
+    assert b'"role"' in content[0] and b'" thanks"' in content[-1]
+    assert b'"booagent"' in final and b'"finish_reason":"stop"' in final
+    assert done == b"data: [DONE]\n\n"
+
+
+async def test_frames_held_for_a_next_chunk_go_out_before_the_error() -> None:
+    """A node that fails right after a chunk announced another: that chunk's frame is sent,
+    then the error frame, then nothing more."""
+    broken = NodeUnreachable("a", "connection reset")
+    app = _app(FakeNode("a", reply="fine thanks", together=True, fail_after=broken), FakeNode("b"))
+    async with AsyncTestClient(app):
+        body = b"".join(await _body_writes(app, {**HELLO, "stream": True}))
+    frames = [json.loads(f[6:]) for f in body.split(b"\n\n") if f.startswith(b"data: {")]
+    assert [f["choices"][0]["delta"].get("content") for f in frames[:-1]] == [None, "fine"]
+    assert "failed after the answer began" in frames[-1]["error"]["message"]
+    assert not body.endswith(b"[DONE]\n\n")
 
 
 async def test_answer_headers_name_node_attempts_strategy() -> None:
