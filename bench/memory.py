@@ -134,8 +134,12 @@ def run_memory(settings: MemorySettings, progress: Progress | None = None) -> Me
 
 
 def _series(report: MemoryReport, points: int = 10) -> str:
-    step = max(1, len(report.samples) // points)
-    chosen = [*report.samples[::step], report.samples[-1]] if report.samples else []
+    """About ``points`` samples, evenly spaced, and always the last one (once)."""
+    samples = report.samples
+    step = max(1, -(-len(samples) // points))
+    chosen = samples[::step]
+    if samples and chosen[-1] is not samples[-1]:
+        chosen.append(samples[-1])
     return ", ".join(f"{s.requests:,}: {s.rss_kib / 1024:.1f}" for s in chosen)
 
 

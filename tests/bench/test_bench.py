@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 from click.testing import CliRunner
 
+from bench.memory import MemoryReport, MemorySettings, RssSample, memory_markdown
 from bench.overhead import OverheadSettings, run_overhead
 from bench.procs import alive
 from bench.render import overhead_markdown
+from bench.report import machine
 from gateway.cli import main
 
 
@@ -79,3 +82,15 @@ def test_instructions_are_counted_per_request_and_per_chunk(tmp_path: Path) -> N
     assert counts["whole", 4] > 0 and counts["stream", 4] < counts["stream", 20]
     per_chunk = re.search(r"Per relayed chunk: \*\*(\d+)k instructions", written)
     assert per_chunk is not None and int(per_chunk.group(1)) > 0
+
+
+def test_memory_series_lists_each_sample_once_and_ends_with_the_last() -> None:
+    """The RSS series is evenly spaced, ends with the run's last sample and repeats none."""
+    kib = 64 * 1024
+    for count in (1, 10, 11, 23):
+        samples = [RssSample(float(i), i * 100, kib + i) for i in range(count)]
+        report = MemoryReport(MemorySettings(), machine(), datetime.now(UTC), samples=samples)
+        line = next(x for x in memory_markdown(report).splitlines() if "by requests served" in x)
+        served = [int(p.split(":")[0].replace(",", "")) for p in line.split(": ", 1)[1].split(", ")]
+        assert served == sorted(set(served)) and served[-1] == (count - 1) * 100
+        assert 1 <= len(served) <= 11
