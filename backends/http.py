@@ -180,7 +180,7 @@ def _decode(text: str) -> Any:
         return json.loads(text)
 
 
-def _parse_chunk(node: str, event: Event, *, more: bool = False) -> Chunk:
+def _parse_chunk(node: str, event: Event, *, more: bool) -> Chunk:
     try:
         data = _decode(event.data)
     except ValueError as exc:

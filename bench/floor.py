@@ -58,9 +58,7 @@ class _Events(ASGIResponse):
         self.events = events
 
     async def send_body(self, send: Send, receive: Receive) -> None:
-        for event in self.events:
-            await send({"type": "http.response.body", "body": event, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        await _send_body(send, self.events)
 
 
 @post("/v1/chat/completions", status_code=200)
@@ -110,6 +108,11 @@ async def asgi_app(scope: dict[str, Any], receive: RawReceive, send: RawSend) ->
 
 async def _send_events(send: RawSend, events: Sequence[bytes]) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+    await _send_body(send, events)
+
+
+async def _send_body(send: Callable[[Any], Awaitable[None]], events: Sequence[bytes]) -> None:
+    """One ``send`` per event, as the gateway sends a stream, then the end of the body."""
     for event in events:
         await send({"type": "http.response.body", "body": event, "more_body": True})
     await send({"type": "http.response.body", "body": b"", "more_body": False})

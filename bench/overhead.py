@@ -50,7 +50,8 @@ class OverheadSettings:
 
 @dataclass(frozen=True, slots=True)
 class Level:
-    """One mode at one concurrency: both targets and what the gateway added."""
+    """One mode at one concurrency: direct, through the gateway, each bound, and what the
+    gateway added."""
 
     stream: bool
     concurrency: int
@@ -139,13 +140,9 @@ class _Bench:
         finally:
             for connections in conns.values():
                 await close_connections(connections)
-        direct, through, *ceilings = (
-            summarise(phases[t.name], tokens, cpu[t.name]) for t in targets
-        )
-        names = (t.name for t in targets[2:])
-        return Level(
-            stream, concurrency, tokens, direct, through, dict(zip(names, ceilings, strict=True))
-        )
+        sides = {t.name: summarise(phases[t.name], tokens, cpu[t.name]) for t in targets}
+        direct, through = sides.pop("direct"), sides.pop("gateway")
+        return Level(stream, concurrency, tokens, direct, through, bounds=sides)
 
     async def _timed(
         self, connections: Sequence[Connection], asks: Sequence[bytes], count: int

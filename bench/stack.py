@@ -12,7 +12,7 @@ and :mod:`bench.floor` as a bare ASGI app and as a Litestar app on the gateway's
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,11 +53,12 @@ class Bound:
     target: Target
 
 
-BOUNDS = {
-    "relay": ["-m", "bench.relay"],
-    "asgi": ["-m", "bench.floor", "--app", "asgi"],
-    "litestar": ["-m", "bench.floor", "--app", "litestar"],
+BOUNDS: dict[str, Callable[[int], list[str]]] = {
+    "relay": lambda upstream_port: ["-m", "bench.relay", "--upstream-port", str(upstream_port)],
+    "asgi": lambda _: ["-m", "bench.floor", "--app", "asgi"],
+    "litestar": lambda _: ["-m", "bench.floor", "--app", "litestar"],
 }
+"""Each bound's module and arguments, given the upstream's port (only the relay talks to it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,9 +118,7 @@ def start_stack(procs: Processes, bounds: Sequence[str] = ()) -> Stack:
 
 def _start_bound(procs: Processes, name: str, upstream_port: int) -> Bound:
     port = free_port()
-    argv = [sys.executable, *BOUNDS[name], "--host", HOST, "--port", str(port)]
-    if name == "relay":
-        argv += ["--upstream-port", str(upstream_port)]
+    argv = [sys.executable, *BOUNDS[name](upstream_port), "--host", HOST, "--port", str(port)]
     spawned = procs.spawn(name, argv, f"http://{HOST}:{port}")
     procs.wait_ready(spawned, "/health")
     return Bound(name, spawned, Target(name, HOST, port))

@@ -369,20 +369,23 @@ class _Framer:
         if chunk.keepalive:
             self.out.append(_KEEPALIVE)
             return
-        turn = self.turn
-        turn.acc.add(chunk)
-        frame = client_chunk(
-            turn.identity, chunk, first=self.first, include_usage=turn.include_usage
-        )
+        self.turn.acc.add(chunk)
+        frame = self._client(chunk)
         if frame is None:
             return
-        turn.log.mark_first_token()
+        self.turn.log.mark_first_token()
         self.first = False
         if self.held is not None:
             self.out.append(_data(self.held))
         self.held = frame if chunk.finish_reason else None
         if self.held is None:
             self.out.append(_data(frame))
+
+    def _client(self, chunk: Chunk) -> dict[str, Any] | None:
+        turn = self.turn
+        return client_chunk(
+            turn.identity, chunk, first=self.first, include_usage=turn.include_usage
+        )
 
     def take(self) -> bytes:
         taken = b"".join(self.out)
@@ -392,9 +395,7 @@ class _Framer:
     def end(self) -> bytes:
         """What is left, then the finishing frame with the ``booagent`` object (and usage)."""
         turn = self.turn
-        final = self.held or client_chunk(
-            turn.identity, Chunk(_EMPTY_FINISH), first=self.first, include_usage=turn.include_usage
-        )
+        final = self.held or self._client(Chunk(_EMPTY_FINISH))
         booagent = turn.booagent()
         self.out.append(_data({**(final or {}), "booagent": booagent}))
         if turn.include_usage:
