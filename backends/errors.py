@@ -1,14 +1,12 @@
-"""The one exception tree of booagent-cluster.
+"""The one exception tree of booagent-cluster (its root, and the branches of the nodes).
 
 Every error carries the HTTP ``status_code`` the client sees and the OpenAI error ``type`` and
-``code``; ``gateway.errors`` renders any of them as the OpenAI error body.
+``code``; ``gateway.errors`` renders any of them as the OpenAI error body, and adds the branch
+of errors a client causes (``gateway.errors.ClientError``: bad field, bad key, unknown model,
+body too large).
 
     BooagentError
-    ├── ClientError                     the caller's fault; never retried
-    │   ├── InvalidRequest              400, names the offending ``param``
-    │   ├── AuthenticationFailed        401
-    │   ├── ModelNotFound               404
-    │   └── BodyTooLarge                413
+    ├── ClientError                     (gateway.errors) the caller's fault; never retried
     ├── CapacityError                   the cluster is busy; carries ``retry_after``
     │   ├── QueueTimeout                429, waited too long for a free slot
     │   └── NoNodeAvailable             503, no node can serve the model right now
@@ -39,53 +37,30 @@ from typing import ClassVar
 
 
 class BooagentError(Exception):
-    """Base of every error the gateway reports to a client."""
+    """Base of every error the gateway reports to a client.
 
-    status_code: ClassVar[int] = 500
+    ``status_code`` and ``code`` are class defaults that an instance may override (a node's
+    4xx keeps its own status; a failure made only of timeouts is a 504)."""
+
+    status_code: int = 500
     type: ClassVar[str] = "server_error"
     code: str | None = None
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        status_code: int | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.param = param
         if code is not None:
             self.code = code
-
-
-class ClientError(BooagentError):
-    """The request is wrong; retrying it unchanged cannot help."""
-
-    status_code = 400
-    type = "invalid_request_error"
-
-
-class InvalidRequest(ClientError):
-    """A field is missing, malformed or out of range; ``param`` names it."""
-
-    code = "invalid_request"
-
-
-class AuthenticationFailed(ClientError):
-    """No or wrong API key."""
-
-    status_code = 401
-    type = "authentication_error"
-    code = "invalid_api_key"
-
-
-class ModelNotFound(ClientError):
-    """The requested model is neither the virtual model nor a member."""
-
-    status_code = 404
-    code = "model_not_found"
-
-
-class BodyTooLarge(ClientError):
-    """The request body exceeds the configured limit."""
-
-    status_code = 413
-    code = "request_too_large"
+        if status_code is not None:
+            self.status_code = status_code
 
 
 class CapacityError(BooagentError):
@@ -119,8 +94,10 @@ class NodeError(BooagentError):
     status_code = 502
     reason: ClassVar[str] = "node_error"
 
-    def __init__(self, node: str, message: str, *, code: str | None = None):
-        super().__init__(f"node {node}: {message}", code=code)
+    def __init__(
+        self, node: str, message: str, *, code: str | None = None, status_code: int | None = None
+    ):
+        super().__init__(f"node {node}: {message}", code=code, status_code=status_code)
         self.node = node
 
 
@@ -162,9 +139,7 @@ class NodeRejected(NodeError):
     type = "invalid_request_error"
     reason = "rejected"
 
-    def __init__(self, node: str, message: str, *, status_code: int = 400, code: str | None = None):
-        super().__init__(node, message, code=code)
-        self.status_code = status_code  # type: ignore[misc]
+    status_code = 400
 
 
 class ContextLengthExceeded(NodeRejected):
@@ -183,10 +158,10 @@ class AllNodesFailed(BooagentError):
         self.failures = failures
         self.retry_after: float | None = None
         if failures and all(isinstance(f, NodeTimeout) for f in failures):
-            self.status_code = 504  # type: ignore[misc]
+            self.status_code = 504
         overloaded = [f for f in failures if isinstance(f, NodeOverloaded)]
         if overloaded and len(overloaded) == len(failures):
-            self.status_code = 503  # type: ignore[misc]
+            self.status_code = 503
             self.retry_after = max(f.retry_after or 1.0 for f in overloaded)
 
 

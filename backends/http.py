@@ -27,7 +27,7 @@ import aiohttp
 import httpx
 import msgspec
 
-from backends.base import ChatRequest, Chunk, Served
+from backends.base import ChatRequest, Chunk, Reply
 from backends.config import Node, Timeouts
 from backends.errors import (
     ContextLengthExceeded,
@@ -92,11 +92,12 @@ class _Events:
         self._ready: deque[Event] = deque()
         self._ended = False
 
-    async def next(self, limit: float) -> Event:
-        """The next event; :class:`NodeTimeout` if none arrives by ``limit`` (loop time)."""
+    async def next(self, limit: float) -> Event | None:
+        """The next event, or None at the end of the body; :class:`NodeTimeout` if none
+        arrives by ``limit`` (loop time)."""
         while not self._ready:
             if self._ended:
-                raise NodeProtocolError(self._node, "stream ended without [DONE]")
+                return None
             await self._read(limit)
         return self._ready.popleft()
 
@@ -227,12 +228,11 @@ class HttpNode:
         return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
     @asynccontextmanager
-    async def stream(
-        self, request: ChatRequest, served: Served
-    ) -> AsyncIterator[AsyncIterator[Chunk]]:
+    async def stream(self, request: ChatRequest) -> AsyncIterator[Reply]:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._timeouts.total
-        first = min(loop.time() + self._timeouts.first_token, deadline)
+        begun = loop.time()
+        deadline = begun + self._timeouts.total
+        first = min(begun + self._timeouts.first_token, deadline)
         async with _within(self.name, first, "no response"):
             response = await self._session.post(
                 f"{self._base}/v1/chat/completions",
@@ -243,7 +243,8 @@ class HttpNode:
             )
         try:
             await self._raise_for_status(response, deadline)
-            yield self._chunks(response, first, deadline)
+            chunks = self._chunks(response, first, deadline)
+            yield Reply(chunks, self.name, self.spec.member, attempts=(self.name,), started=begun)
         finally:
             response.close()  # a response read to its end has already gone back to the pool
 
@@ -257,12 +258,20 @@ class HttpNode:
     async def _chunks(
         self, response: aiohttp.ClientResponse, first: float, deadline: float
     ) -> AsyncIterator[Chunk]:
-        """Chunks until ``[DONE]``; the clock is reset by content chunks only."""
+        """Chunks until ``[DONE]``; the clock is reset by content chunks only.
+
+        A body that ends without ``[DONE]`` after a chunk that gave the answer's
+        ``finish_reason`` is a complete answer (some servers close without it); one that ends
+        before is cut off."""
         loop = asyncio.get_running_loop()
         events = _Events(self.name, response.content)
-        limit = first
+        limit, finished = first, False
         while True:
             event = await events.next(limit)
+            if event is None:
+                if finished:
+                    return
+                raise NodeProtocolError(self.name, "stream ended without [DONE]")
             if event.kind == "error":
                 raise _event_error(self.name, event)
             if event.data.strip() == DONE:
@@ -271,6 +280,7 @@ class HttpNode:
             chunk = _parse_chunk(self.name, event, more=events.waiting)
             if chunk.is_content:
                 limit = min(loop.time() + self._timeouts.stall, deadline)
+            finished = finished or chunk.finish_reason is not None
             yield chunk
 
     @staticmethod

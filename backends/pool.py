@@ -17,7 +17,7 @@ from typing import Any
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
-from backends.base import ChatRequest, Chunk, Served
+from backends.base import ChatRequest, Chunk, Reply
 from backends.config import Member, Policies
 from backends.errors import (
     AllNodesFailed,
@@ -35,17 +35,24 @@ from backends.selection import choose
 
 @dataclass(slots=True)
 class Attempts:
-    """What one request has tried so far; decides where the next attempt may go."""
+    """What one request has tried so far; decides where the next attempt may go. Private to
+    one call of :meth:`Pool.stream`, which returns what it holds in the :class:`Reply`."""
 
+    order: list[str] = field(default_factory=list)
     tried: set[str] = field(default_factory=set)
     excluded: set[str] = field(default_factory=set)
     failures: list[NodeError] = field(default_factory=list)
     min_ctx: int = 0
     retry_after: float = 0.0
+    queue_wait: float = 0.0
+    started: float = field(default_factory=lambda: asyncio.get_running_loop().time())
+
+    def start(self, node: ManagedNode) -> None:
+        self.order.append(node.name)
+        self.tried.add(node.name)
 
     def record(self, node: ManagedNode, error: NodeError) -> None:
         self.failures.append(error)
-        self.tried.add(node.name)
         if isinstance(error, NodeTimeout):
             self.excluded.add(node.name)
         if isinstance(error, ContextLengthExceeded):
@@ -108,15 +115,13 @@ class Pool:
         return bool(self.eligible(ChatRequest({}, tuple(members)), Attempts()))
 
     @asynccontextmanager
-    async def stream(
-        self, request: ChatRequest, served: Served
-    ) -> AsyncIterator[AsyncIterator[Chunk]]:
-        async with AsyncExitStack() as stack:
-            yield await self._commit(request, served, stack)
+    async def stream(self, request: ChatRequest) -> AsyncIterator[Reply]:
+        """The first attempt that reaches its commit point, held open for the block."""
+        reply, held = await self._commit(request)
+        async with held:
+            yield reply
 
-    async def _commit(
-        self, request: ChatRequest, served: Served, stack: AsyncExitStack
-    ) -> AsyncIterator[Chunk]:
+    async def _commit(self, request: ChatRequest) -> tuple[Reply, AsyncExitStack]:
         state = Attempts()
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._policies.retry.attempts),
@@ -127,7 +132,7 @@ class Pool:
         try:
             async for attempt in retrying:
                 with attempt:
-                    return await self._attempt(request, served, state, stack)
+                    return await self._attempt(request, state)
         except RetryableNodeError as exc:
             raise _all_failed(state) from exc
         raise AssertionError("unreachable: tenacity either returns or raises")
@@ -143,29 +148,36 @@ class Pool:
             return 0.0
         return min(state.retry_after, self._policies.retry.max_retry_after)
 
-    async def _attempt(
-        self, request: ChatRequest, served: Served, state: Attempts, outer: AsyncExitStack
-    ) -> AsyncIterator[Chunk]:
+    async def _attempt(self, request: ChatRequest, state: Attempts) -> tuple[Reply, AsyncExitStack]:
+        """One node, to its commit point. Returns the reply and what holds it open (the slot,
+        the node's response, the relay), which the caller owns from then on."""
         node = self._select(request, state)
-        served.attempts.append(node.name)
+        state.start(node)
         node.health.claim()
         async with AsyncExitStack() as stack:
             stack.callback(node.health.release)
-            await self._admit(node, served, stack)
+            state.queue_wait += await self._admit(node, stack)
             loop = asyncio.get_running_loop()
             started = loop.time()
             try:
-                chunks = await stack.enter_async_context(node.backend.stream(request, served))
-                head = await _until_commit(chunks, whole=request.buffered)
+                reply = await stack.enter_async_context(node.backend.stream(request))
+                head, first = await _until_commit(reply.chunks, whole=request.buffered)
             except NodeError as exc:
-                served.failures.append(f"{node.name}: {exc.reason}")
                 self._failed(node, exc, state)
                 raise
-            served.node, served.member = node.name, node.member.name
-            relay = _relay(node, chunks, head, started, loop.time() - started)
+            relay = _relay(node, reply.chunks, head, started, first - started)
             await stack.enter_async_context(aclosing(relay))
-            outer.push_async_exit(stack.pop_all())
-            return relay
+            committed = Reply(
+                relay,
+                node.name,
+                node.member.name,
+                attempts=tuple(state.order),
+                failures=tuple(state.failures),
+                queue_wait=state.queue_wait,
+                started=state.started,
+                first_token=first - started,
+            )
+            return committed, stack.pop_all()
 
     def _select(self, request: ChatRequest, state: Attempts) -> ManagedNode:
         eligible = self.eligible(request, state)
@@ -177,16 +189,17 @@ class Pool:
             )
         return choose(eligible, request, state.tried, self._rng)
 
-    async def _admit(self, node: ManagedNode, served: Served, stack: AsyncExitStack) -> None:
+    async def _admit(self, node: ManagedNode, stack: AsyncExitStack) -> float:
         """A slot on the node's host (when it has a limit), then on the node: always in that
-        order, so two requests never wait for each other. One queue time limit for both."""
+        order, so two requests never wait for each other. One queue time limit for both.
+        Returns the seconds waited."""
         loop = asyncio.get_running_loop()
         waited = loop.time()
         limit = waited + self._policies.timeouts.queue
         if node.host is not None:
             await stack.enter_async_context(node.host.slot(limit - loop.time()))
         await stack.enter_async_context(node.admission.slot(max(0.0, limit - loop.time())))
-        served.queue_wait += loop.time() - waited
+        return loop.time() - waited
 
     def _failed(self, node: ManagedNode, exc: NodeError, state: Attempts) -> None:
         state.record(node, exc)
@@ -230,14 +243,20 @@ def _all_failed(state: Attempts) -> AllNodesFailed:
     )
 
 
-async def _until_commit(chunks: AsyncIterator[Chunk], *, whole: bool) -> list[Chunk]:
-    """Read up to and including the first content chunk (or, if ``whole``, to the end)."""
+async def _until_commit(chunks: AsyncIterator[Chunk], *, whole: bool) -> tuple[list[Chunk], float]:
+    """Read up to and including the first content chunk (or, if ``whole``, to the end).
+    Returns the chunks read and the loop time at which the first content chunk arrived (the
+    time the reading ended, if none did)."""
+    loop = asyncio.get_running_loop()
     head: list[Chunk] = []
+    first: float | None = None
     async for chunk in chunks:
         head.append(chunk)
-        if chunk.is_content and not whole:
-            break
-    return head
+        if chunk.is_content and first is None:
+            first = loop.time()
+            if not whole:
+                break
+    return head, loop.time() if first is None else first
 
 
 async def _relay(

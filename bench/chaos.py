@@ -1,6 +1,6 @@
 """`booagent bench chaos`: sustained mixed load while real nodes are killed and restarted.
 
-The cluster of ``--config`` (default ``config/chaos.yaml``: three SmolLM2 nodes serving one
+The cluster of ``--config`` (default ``bench/chaos.yaml``: three SmolLM2 nodes serving one
 member and one Qwen2.5-Coder-0.5B node) is started with the gateway as its own process.
 ``concurrency`` closed-loop workers send the mixed workload of :mod:`bench.workload` for
 ``duration`` seconds; a failed request is followed by a 1 s pause, as a client backing off
@@ -43,12 +43,11 @@ import httpx
 
 from bench.exchange import FAILED, INTERRUPTED, TRUNCATED, Exchange, exchange
 from bench.live import LiveCluster, Timeline, leftovers, live_cluster
-from bench.procs import ROOT
 from bench.report import Machine, machine
 from bench.sampling import rss_sampler
 from bench.workload import Prompt, mixed
 
-CHAOS_CONFIG = ROOT / "config" / "chaos.yaml"
+CHAOS_CONFIG = Path(__file__).resolve().parent / "chaos.yaml"
 FAILURE_PAUSE = 1.0
 Echo = Callable[[str], None]
 

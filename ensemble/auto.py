@@ -7,13 +7,11 @@ request's own ``booagent.strategy`` overrides it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
-from backends.base import ChatRequest, Chunk, Served
-from ensemble.base import NO_OPTIONS, Options, Strategy
-from ensemble.classify import kind_of
+from ensemble.base import Answer, Context, Strategy
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,15 +23,14 @@ class Auto:
     fallback: str = "route"
     name: str = "auto"
 
-    def choose(self, request: ChatRequest, served: Served, options: Options) -> Strategy:
-        if options.strategy is not None and options.strategy != "auto":
-            return self.strategies[options.strategy]
-        kind = kind_of(request, served).value
-        return self.strategies[self.table.get(kind, self.fallback)]
+    def choose(self, ctx: Context) -> Strategy:
+        wanted = ctx.options.strategy
+        if wanted is not None and wanted != "auto":
+            return self.strategies[wanted]
+        return self.strategies[self.table.get(ctx.kind.value, self.fallback)]
 
-    def __call__(
-        self, request: ChatRequest, served: Served, options: Options = NO_OPTIONS
-    ) -> AbstractAsyncContextManager[AsyncIterator[Chunk]]:
-        chosen = self.choose(request, served, options)
-        served.strategy = chosen.name
-        return chosen(request, served, options)
+    def deliberates(self, ctx: Context) -> bool:
+        return self.choose(ctx).deliberates(ctx)
+
+    def __call__(self, ctx: Context) -> AbstractAsyncContextManager[Answer]:
+        return self.choose(ctx)(ctx)

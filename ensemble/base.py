@@ -1,22 +1,32 @@
-"""The strategy seam: one call that turns a request into a committed answer stream.
+"""The strategy seam: a request, classified once, in; a committed answer and its record out.
 
-Strategies that consult several members stream :data:`KEEPALIVE` chunks while they work, so
-streaming clients see SSE comments instead of silence, then the chosen answer.
+A strategy is called with a :class:`Context` (the request as the node sees it, its kind and the
+client's ``booagent`` options; frozen, built once per request) and returns an async context
+manager of an :class:`Answer`: the chunks to stream to the client and what was done to choose
+them. Strategies that stream one node's reply (route, a named member) enter the pool's stream;
+strategies that consult several members (cascade, ensemble, program) *decide* first and return
+a :class:`Decision`, whose winner is then replayed. Nothing is written into a record passed
+down: every layer returns what it did, and the ``booagent`` object is built from those values.
+Keep-alives while a strategy works are the gateway's business (:mod:`gateway.chat`), the same
+for every strategy.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Annotated, Any, Literal, Protocol
 
 import msgspec
 
-from backends.base import ChatRequest, Chunk, Served
+from backends.base import Backend, ChatRequest, Chunk, Reply
+from ensemble.classify import Kind, classify
 
 StrategyName = Literal["auto", "route", "cascade", "ensemble", "program"]
-KEEPALIVE = Chunk({}, keepalive=True)
+Usage = Mapping[str, int]
+NO_USAGE: Usage = MappingProxyType({"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0})
 
 
 class Options(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -32,22 +42,130 @@ class Options(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 NO_OPTIONS = Options()
 
 
+@dataclass(frozen=True, slots=True)
+class Context:
+    """One chat request as the strategies see it: classified once, never changed."""
+
+    request: ChatRequest
+    kind: Kind
+    options: Options = NO_OPTIONS
+
+    @classmethod
+    def of(
+        cls, body: Mapping[str, Any], *, buffered: bool = False, options: Options = NO_OPTIONS
+    ) -> Context:
+        return cls(ChatRequest(body, buffered=buffered), classify(body), options)
+
+    @property
+    def body(self) -> Mapping[str, Any]:
+        return self.request.body
+
+
+def added(a: Usage, b: Usage) -> dict[str, int]:
+    """Two usages summed, key by key."""
+    return {key: int(a.get(key, 0)) + int(b.get(key, 0)) for key in NO_USAGE}
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One member call of a request, as the answer's ``booagent.calls`` shows it."""
+
+    member: str
+    node: str | None
+    outcome: str
+    sample: int = 0
+    attempts: tuple[str, ...] = ()
+    failures: tuple[str, ...] = ()
+    queue_wait: float = 0.0
+    latency: float = 0.0
+    tokens: int = 0
+    error: str | None = None
+    text: str | None = None
+    tidied: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        shown: dict[str, Any] = {} if self.text is None else {"text": self.text}
+        shown.update(
+            member=self.member,
+            node=self.node,
+            sample=self.sample,
+            attempts=len(self.attempts),
+            failures=list(self.failures),
+            queue_wait_s=round(self.queue_wait, 4),
+            latency_s=round(self.latency, 3),
+            tokens=self.tokens,
+            outcome=self.outcome,
+            error=self.error,
+        )
+        if self.tidied:
+            shown["tidied"] = True
+        return shown
+
+
+def failure_names(reply: Reply) -> tuple[str, ...]:
+    """A reply's failed attempts as the ``booagent`` object and the log name them."""
+    return tuple(f"{f.node}: {f.reason}" for f in reply.failures)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A committed answer: the chunks to stream, and what was done to choose them.
+
+    ``live`` is the node reply being streamed when the answer comes straight from a node
+    (route, a named member, a fallback; its call is recorded once the stream ends, with the
+    outcome ``live_outcome``), else None: the chunks replay an answer already chosen.
+    ``calls`` are the member calls that finished before; ``why`` the decision (steps, votes);
+    ``unseen`` the tokens of calls whose text the client does not get, so that ``usage`` counts
+    every call the request caused.
+    """
+
+    chunks: AsyncIterator[Chunk]
+    strategy: str
+    live: Reply | None = None
+    calls: tuple[Call, ...] = ()
+    node: str | None = None
+    why: Mapping[str, Any] = field(default_factory=dict)
+    unseen: Usage = field(default_factory=lambda: NO_USAGE)
+    live_outcome: str = "answered"
+
+    def every_call(self, *, latency: float = 0.0, tokens: int = 0) -> tuple[Call, ...]:
+        """Every call of the answer: those that finished before it, then the streamed node
+        reply (if there is one) with the ``latency`` and ``tokens`` measured relaying it."""
+        live = self.live
+        if live is None:
+            return self.calls
+        streamed = Call(
+            member=live.member,
+            node=live.node,
+            outcome=self.live_outcome,
+            attempts=live.attempts,
+            failures=failure_names(live),
+            queue_wait=live.queue_wait,
+            latency=latency,
+            tokens=tokens,
+        )
+        return (*self.calls, streamed)
+
+
 class Strategy(Protocol):
-    """Answers a chat request; ``served`` records who answered and how."""
+    """Answers a chat request."""
 
     @property
     def name(self) -> str: ...
 
-    def __call__(
-        self, request: ChatRequest, served: Served, options: Options = NO_OPTIONS
-    ) -> AbstractAsyncContextManager[AsyncIterator[Chunk]]:
-        """Answer ``request`` (whose ``members`` the strategy fills in)."""
+    def deliberates(self, ctx: Context) -> bool:
+        """True when the strategy consults members before it answers ``ctx`` (a cascade, an
+        ensemble, a program): it takes seconds before its first token, so a streaming client
+        gets keep-alives meanwhile."""
+        ...
+
+    def __call__(self, ctx: Context) -> AbstractAsyncContextManager[Answer]:
+        """The committed answer to ``ctx``, open for the block."""
         ...
 
 
-async def keepalives(task: asyncio.Future[Any], interval: float) -> AsyncIterator[Chunk]:
-    """Yield a keep-alive every ``interval`` seconds until ``task`` is done."""
-    while not task.done():
-        await asyncio.wait({task}, timeout=interval)
-        if not task.done():
-            yield KEEPALIVE
+@asynccontextmanager
+async def streamed(backend: Backend, request: ChatRequest, strategy: str) -> AsyncIterator[Answer]:
+    """One node's reply, streamed as it comes (the pool commits at its first token)."""
+    async with backend.stream(request) as reply:
+        yield Answer(reply.chunks, strategy, live=reply, node=reply.node)

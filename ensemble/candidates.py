@@ -1,8 +1,10 @@
-"""One member's whole answer, as a candidate for a cascade or an ensemble.
+"""One member's whole answer, as a candidate for a cascade, an ensemble or a program.
 
 :func:`ask` sends a request to one member through the pool (with its failover and admission)
 and collects the whole answer; a failure becomes a candidate with an ``error``, never an
-exception, so one member failing never fails a request that others can still answer.
+exception, so one member failing never fails a request that others can still answer. A
+candidate is a value: a strategy that judges it makes a new one (:meth:`Candidate.judged`,
+:meth:`Candidate.retexted`) rather than changing it.
 """
 
 from __future__ import annotations
@@ -12,28 +14,41 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from backends.base import Backend, ChatRequest, Chunk, Served
+from backends.base import Backend, ChatRequest, Chunk
 from backends.collect import Accumulator, estimate_prompt_tokens
-from backends.errors import BooagentError
+from backends.errors import AllNodesFailed, BooagentError, NodeError
+from ensemble.base import Call
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Candidate:
-    """A member's answer (or its failure) and what it cost."""
+    """A member's answer (or its failure), where it came from, and what it cost.
+
+    ``failure`` is the error that ended the call, kept whole so that a strategy whose every
+    call failed answers the client as the pool would (a 503 when every node was busy, the
+    node's own 4xx when the request itself was refused).
+    """
 
     member: str
     sample: int = 0
-    chunks: list[Chunk] = field(default_factory=list)
-    node: str = ""
-    latency: float = 0.0
-    error: str | None = None
+    chunks: tuple[Chunk, ...] = ()
     acc: Accumulator = field(default_factory=Accumulator)
+    node: str = ""
+    attempts: tuple[str, ...] = ()
+    failures: tuple[str, ...] = ()
+    queue_wait: float = 0.0
+    latency: float = 0.0
+    failure: BooagentError | None = None
     outcome: str = "pending"
     tidied: bool = False
 
     @property
     def ok(self) -> bool:
-        return self.error is None and bool(self.chunks)
+        return self.failure is None and bool(self.chunks)
+
+    @property
+    def error(self) -> str | None:
+        return None if self.failure is None else self.failure.message
 
     @property
     def text(self) -> str:
@@ -43,20 +58,47 @@ class Candidate:
     def usage(self) -> dict[str, int]:
         return self.acc.usage()
 
-    def record(self, *, text: bool = False) -> dict[str, Any]:
+    def judged(self, outcome: str) -> Candidate:
+        """The same answer with the strategy's verdict on it."""
+        return replace(self, outcome=outcome)
+
+    def retexted(self, text: str, *, tidied: bool = False) -> Candidate:
+        """The same call with another text (a tidied form of its own, or the gateway's own
+        answer built from it), keeping its usage."""
+        chunks = text_chunks(text, self.usage, self.acc.finish_reason or "stop")
+        return replace(self, chunks=chunks, acc=accumulated(chunks, self.acc.prompt_estimate),
+                       tidied=tidied or self.tidied)  # fmt: skip
+
+    def without_logprobs(self) -> Candidate:
+        """The chunks without log-probs (the gateway asked for them, not the client); the
+        accumulator keeps them for the signal."""
+        return replace(self, chunks=tuple(_without_logprobs(c) for c in self.chunks))
+
+    def call(self, *, text: bool = False) -> Call:
         """This call, for the answer's ``booagent.calls`` list (with its answer if ``text``)."""
-        extra = {"text": self.text} if text else {}
-        return {
-            **extra,
-            "member": self.member,
-            "node": self.node or None,
-            "sample": self.sample,
-            "latency_s": round(self.latency, 3),
-            "tokens": self.usage["completion_tokens"] if self.ok else 0,
-            "outcome": self.outcome if self.error is None else "failed",
-            "error": self.error,
-            **({"tidied": True} if self.tidied else {}),
-        }
+        return Call(
+            member=self.member,
+            node=self.node or None,
+            outcome="failed"
+            if self.failure is not None and self.outcome != "cancelled"
+            else self.outcome,
+            sample=self.sample,
+            attempts=self.attempts,
+            failures=self.failures,
+            queue_wait=self.queue_wait,
+            latency=self.latency,
+            tokens=self.usage["completion_tokens"] if self.ok else 0,
+            error=self.error,
+            text=self.text if text else None,
+            tidied=self.tidied,
+        )
+
+
+def accumulated(chunks: tuple[Chunk, ...], prompt_estimate: int = 0) -> Accumulator:
+    acc = Accumulator(prompt_estimate=prompt_estimate)
+    for chunk in chunks:
+        acc.add(chunk)
+    return acc
 
 
 def _request_for(
@@ -86,42 +128,49 @@ async def ask(
     """The member's whole answer; failures are recorded, not raised (cancellation is)."""
     loop = asyncio.get_running_loop()
     started = loop.time()
-    served = Served()
     prompt = estimate_prompt_tokens(request.body.get("messages"))
-    candidate = Candidate(member, sample, acc=Accumulator(prompt_estimate=prompt))
     ask_for = _request_for(request, member, sample, sample_temperature)
     try:
-        async with backend.stream(ask_for, served) as chunks:
-            async for chunk in chunks:
-                candidate.chunks.append(chunk)
-                candidate.acc.add(chunk)
+        async with backend.stream(ask_for) as reply:
+            chunks = tuple([chunk async for chunk in reply])
     except BooagentError as exc:
-        candidate.error = exc.message
-    candidate.node = served.node
-    candidate.latency = loop.time() - started
-    return candidate
+        failed = exc.failures if isinstance(exc, AllNodesFailed) else []
+        failed = failed or ([exc] if isinstance(exc, NodeError) else [])
+        return Candidate(
+            member,
+            sample,
+            attempts=tuple(f.node for f in failed),
+            failures=tuple(f"{f.node}: {f.reason}" for f in failed),
+            latency=loop.time() - started,
+            failure=exc,
+        )
+    return Candidate(
+        member,
+        sample,
+        chunks,
+        accumulated(chunks, prompt),
+        node=reply.node,
+        attempts=reply.attempts,
+        failures=tuple(f"{f.node}: {f.reason}" for f in reply.failures),
+        queue_wait=reply.queue_wait,
+        latency=loop.time() - started,
+    )
 
 
-def text_chunks(text: str, usage: Mapping[str, int], finish: str = "stop") -> list[Chunk]:
+def text_chunks(text: str, usage: Mapping[str, int], finish: str = "stop") -> tuple[Chunk, ...]:
     """An answer the gateway wrote (or rewrote) as a stream: the text, then a finishing chunk
     that carries the usage of the calls that produced it."""
-    return [
+    return (
         Chunk({"choices": [{"index": 0, "delta": {"role": "assistant", "content": text},
                             "finish_reason": None}]}),
         Chunk({"choices": [{"index": 0, "delta": {}, "finish_reason": finish}],
                "usage": dict(usage)}),
-    ]  # fmt: skip
+    )  # fmt: skip
 
 
 def with_logprobs(request: ChatRequest) -> ChatRequest:
     """The request asking for the answer's token log-probabilities as well."""
     return replace(request, body={**request.body, "logprobs": True})
-
-
-def drop_logprobs(candidate: Candidate) -> None:
-    """Remove log-probs from the candidate's chunks (the gateway asked for them, not the
-    client); the accumulator keeps them for the signal."""
-    candidate.chunks = [_without_logprobs(chunk) for chunk in candidate.chunks]
 
 
 def _without_logprobs(chunk: Chunk) -> Chunk:
@@ -137,28 +186,7 @@ def _without_logprobs(chunk: Chunk) -> Chunk:
     return Chunk({**chunk.data, "choices": kept})
 
 
-def retext(candidate: Candidate, text: str) -> None:
-    """Give the candidate another text (a tidied form of its own), keeping its usage."""
-    chunks = text_chunks(text, candidate.usage, candidate.acc.finish_reason or "stop")
-    acc = Accumulator(prompt_estimate=candidate.acc.prompt_estimate)
-    for chunk in chunks:
-        acc.add(chunk)
-    candidate.chunks, candidate.acc = chunks, acc
-
-
 async def replay(candidate: Candidate) -> AsyncIterator[Chunk]:
     """Stream a finished candidate's chunks to the client."""
     for chunk in candidate.chunks:
         yield chunk
-
-
-def settle(
-    served: Served, candidates: list[Candidate], winner: Candidate | None, *, texts: bool = False
-) -> None:
-    """Record every call; tokens of the calls the client does not see go to extra usage."""
-    served.calls.extend(c.record(text=texts) for c in candidates)
-    for candidate in candidates:
-        if candidate is not winner and candidate.ok:
-            served.add_usage(candidate.usage)
-    if winner is not None:
-        served.node, served.member = winner.node, winner.member

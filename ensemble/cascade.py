@@ -14,21 +14,24 @@ where a broken instruction needs no model to fix (lowercased, a code fence unwra
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, aclosing
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from typing import Any
 
-from backends.base import Backend, ChatRequest, Chunk, Served
-from backends.errors import AllNodesFailed
-from ensemble.base import NO_OPTIONS, Options, keepalives
-from ensemble.candidates import Candidate, ask, drop_logprobs, replay, settle, with_logprobs
+from backends.base import Backend, ChatRequest
+from backends.errors import ContextLengthExceeded, NodeRejected
+from ensemble.base import Answer, Context, Options
+from ensemble.candidates import Candidate, ask, with_logprobs
 from ensemble.checks import Checker
-from ensemble.classify import Kind, kind_of
+from ensemble.classify import Kind
 from ensemble.config import CascadeSettings
+from ensemble.decision import Decision, decided
 from ensemble.repair import repair_request
 from ensemble.signals import confidence, short_form, similarity
+
+Step = dict[str, Any]
+_MENDED = {"repair": "repaired", "constrain": "constrained", "resample": "resampled"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +66,11 @@ class Cascade:
     backend: Backend
     settings: CascadeSettings
     members: tuple[str, ...]
-    keepalive_seconds: float = 2.0
     cheap_logprobs: Callable[[str], bool] = lambda _: False
     name: str = "cascade"
+
+    def deliberates(self, ctx: Context) -> bool:
+        return True
 
     def ladder(self, kind: Kind, options: Options) -> tuple[str, ...]:
         if options.members:
@@ -73,107 +78,80 @@ class Cascade:
         ladders = self.settings.ladders
         return ladders.get(kind.value) or ladders.get("default") or self.members
 
-    def __call__(
-        self, request: ChatRequest, served: Served, options: Options = NO_OPTIONS
-    ) -> AbstractAsyncContextManager[AsyncIterator[Chunk]]:
-        """The answer stream; leaving the block cancels whatever is still running."""
-        return aclosing(self._run(request, served, options))
+    def __call__(self, ctx: Context) -> AbstractAsyncContextManager[Answer]:
+        return decided(self.decide(ctx), texts=ctx.options.explain)
 
-    async def _run(
-        self, request: ChatRequest, served: Served, options: Options
-    ) -> AsyncGenerator[Chunk, None]:
-        kind = kind_of(request, served)
-        served.strategy = self.name
-        ladder = self.ladder(kind, options)
-        checker = Checker.of(request.body, kind)
+    async def decide(self, ctx: Context) -> Decision:
+        """Climb the ladder until a step is accepted, then mend the winner if it is faulted.
+        A member that refuses the request itself (a 4xx other than its context being too
+        small) ends the climb: a stronger member would refuse it too."""
+        ladder = self.ladder(ctx.kind, ctx.options)
+        checker = Checker.of(ctx.body, ctx.kind)
         tried: list[Candidate] = []
-        steps: list[dict[str, Any]] = []
-        for step, member in enumerate(ladder):
-            last = step == len(ladder) - 1
-            async for beat in self._step(request, member, checker, tried, steps, last):
-                yield beat
-            if steps[-1]["accepted"]:
+        steps: list[Step] = []
+        for index, member in enumerate(ladder):
+            asked, step = await self._step(ctx.request, member, checker, index == len(ladder) - 1)
+            tried += asked
+            steps.append(step)
+            if step["accepted"] or _refused(asked[0]):
                 break
         escalations = len(steps) - 1
         winner = _winner(tried)
         if winner is not None:
-            async for beat in self._mend(request, checker, winner, tried, steps):
-                yield beat
+            tried, mended = await self._mend(ctx.request, checker, tried, winner)
+            steps += mended
             winner = _winner(tried)
-        settle(served, tried, winner, texts=options.explain)
-        served.decision = {"strategy": self.name, "steps": steps, "escalations": escalations}
-        if winner is None:
-            raise AllNodesFailed("every member of the cascade failed", failures=[])
-        async for chunk in replay(winner):
-            yield chunk
+        why = {"strategy": self.name, "steps": steps, "escalations": escalations}
+        return Decision(self.name, tuple(tried), winner, why)
 
     async def _step(
-        self,
-        request: ChatRequest,
-        member: str,
-        checker: Checker,
-        tried: list[Candidate],
-        steps: list[dict[str, Any]],
-        last: bool,
-    ) -> AsyncIterator[Chunk]:
-        """Ask one member (twice if agreement decides) and record the verdict."""
+        self, request: ChatRequest, member: str, checker: Checker, last: bool
+    ) -> tuple[list[Candidate], Step]:
+        """Ask one member (twice if agreement decides): its answers, judged, and the step."""
         confident = self._judged_by_confidence(member, checker, last)
-        asked = with_logprobs(request) if confident else request
-        task = asyncio.ensure_future(ask(self.backend, asked, member))
-        async for beat in self._waiting(task):
-            yield beat
-        first = checker.tidy(task.result())
-        tried.append(first)
+        first = checker.tidy(
+            await ask(self.backend, with_logprobs(request) if confident else request, member)
+        )
         signal = self._signal(first, checker, last)
         if signal is None and confident:
-            signal = self._confidence(first, request)
+            signal, first = self._confidence(first, request)
+        more: list[Candidate] = []
         if signal is None:
-            second_task = asyncio.ensure_future(
-                ask(self.backend, request, member, 1, self.settings.sample_temperature)
-            )
-            async for beat in self._waiting(second_task):
-                yield beat
-            second = second_task.result()
-            tried.append(second)
+            second = await ask(self.backend, request, member, 1, self.settings.sample_temperature)
+            more.append(second)
             score = agreement(first, second) if second.ok else 0.0
             signal = Signal(score >= self.settings.agreement, "agreement", round(score, 3))
-        first.outcome = "accepted" if signal.accept else "escalated"
-        steps.append({"member": member, "signal": signal.name, "score": signal.score,
-                      "accepted": signal.accept})  # fmt: skip
+        first = first.judged("accepted" if signal.accept else "escalated")
+        step = {"member": member, "signal": signal.name, "score": signal.score,
+                "accepted": signal.accept}  # fmt: skip
+        return [first, *more], step
 
     async def _mend(
-        self,
-        request: ChatRequest,
-        checker: Checker,
-        winner: Candidate,
-        tried: list[Candidate],
-        steps: list[dict[str, Any]],
-    ) -> AsyncIterator[Chunk]:
+        self, request: ChatRequest, checker: Checker, tried: list[Candidate], winner: int
+    ) -> tuple[list[Candidate], list[Step]]:
         """A faulted answer gets ``resample`` fresh samples of the request, then (with
-        ``repair``) one request naming its faults; a try with fewer faults replaces it."""
-        best, found = winner, _faults(winner, checker)
+        ``repair``) one request naming its faults; a try with fewer faults replaces it.
+        Returns every call so far, judged again, and the mending steps."""
+        tried, steps = list(tried), []
+        best, found = winner, _faults(tried[winner], checker)
         grammar = checker.grammar if found and self.settings.constrain else None
         for how in self._mending(grammar):
             if not found:
-                return
-            ask_for, sample = self._mend_request(how, request, grammar, best, found, tried)
-            task = asyncio.ensure_future(
-                ask(self.backend, ask_for, best.member, sample, self.settings.sample_temperature)
-            )
-            async for beat in self._waiting(task):
-                yield beat
-            fixed = checker.tidy(task.result())
-            tried.append(fixed)
+                break
+            ask_for, sample = self._mend_request(how, request, grammar, tried, best, found)
+            fixed = checker.tidy(
+                await ask(self.backend, ask_for, tried[best].member, sample,
+                          self.settings.sample_temperature)
+            )  # fmt: skip
             left = _faults(fixed, checker) if fixed.ok else found
             better = fixed.ok and len(left) < len(found)
-            fixed.outcome = "accepted" if better else "rejected"
-            steps.append({"member": best.member, "signal": how, "score": None,
+            tried.append(fixed.judged("accepted" if better else "rejected"))
+            steps.append({"member": fixed.member, "signal": how, "score": None,
                           "problems": found, "left": left, "accepted": better})  # fmt: skip
             if better:
-                best.outcome = {"repair": "repaired", "constrain": "constrained"}.get(
-                    how, "resampled"
-                )
-                best, found = fixed, left
+                tried[best] = tried[best].judged(_MENDED[how])
+                best, found = len(tried) - 1, left
+        return tried, steps
 
     def _judged_by_confidence(self, member: str, checker: Checker, last: bool) -> bool:
         """Log-probs decide a step only where they cost nothing (``cheap_logprobs``: native
@@ -182,16 +160,18 @@ class Cascade:
         wanted = self.settings.confidence is not None and not last and not checker.judges_form
         return wanted and self.cheap_logprobs(member)
 
-    def _confidence(self, candidate: Candidate, request: ChatRequest) -> Signal | None:
+    def _confidence(
+        self, candidate: Candidate, request: ChatRequest
+    ) -> tuple[Signal | None, Candidate]:
         """Accept when the answer's mean token probability reaches ``confidence``; None when
         the node sent no log-probs (agreement decides then). Log-probs the client did not
         ask for are dropped from the answer."""
         score = confidence(candidate.acc.logprobs) if candidate.ok else None
         if not request.body.get("logprobs"):
-            drop_logprobs(candidate)
+            candidate = candidate.without_logprobs()
         if score is None or self.settings.confidence is None:
-            return None
-        return Signal(score >= self.settings.confidence, "confidence", round(score, 3))
+            return None, candidate
+        return Signal(score >= self.settings.confidence, "confidence", round(score, 3)), candidate
 
     def _mending(self, grammar: str | None) -> list[str]:
         """A grammar, when one enforces the request's instructions, is the one sure fix;
@@ -205,16 +185,16 @@ class Cascade:
         how: str,
         request: ChatRequest,
         grammar: str | None,
-        best: Candidate,
+        tried: Sequence[Candidate],
+        best: int,
         found: list[str],
-        tried: list[Candidate],
     ) -> tuple[ChatRequest, int]:
         """What a mending try asks, and its sample number (0: the request's own seed)."""
         if how == "constrain":
             return replace(request, body={**request.body, "grammar": grammar}), 0
         if how == "repair":
-            return repair_request(request, best, found), 0
-        return request, sum(c.member == best.member for c in tried)
+            return repair_request(request, tried[best], found), 0
+        return request, sum(c.member == tried[best].member for c in tried)
 
     def _signal(self, candidate: Candidate, checker: Checker, last: bool) -> Signal | None:
         if not candidate.ok:
@@ -226,14 +206,10 @@ class Cascade:
             return structural
         return Signal(True, "unchecked")
 
-    async def _waiting(self, task: asyncio.Future[Candidate]) -> AsyncIterator[Chunk]:
-        try:
-            async for beat in keepalives(task, self.keepalive_seconds):
-                yield beat
-        finally:
-            if not task.done():
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+
+def _refused(candidate: Candidate) -> bool:
+    failure = candidate.failure
+    return isinstance(failure, NodeRejected) and not isinstance(failure, ContextLengthExceeded)
 
 
 def _faults(candidate: Candidate, checker: Checker) -> list[str]:
@@ -242,10 +218,10 @@ def _faults(candidate: Candidate, checker: Checker) -> list[str]:
     return list(found.faults) if found.repairable else []
 
 
-def _winner(tried: Sequence[Candidate]) -> Candidate | None:
+def _winner(tried: Sequence[Candidate]) -> int | None:
     """The last accepted answer, else the strongest member's answer that was not rejected."""
-    answered = [c for c in tried if c.ok and c.outcome != "rejected"]
-    accepted = [c for c in answered if c.outcome == "accepted"]
+    answered = [i for i, c in enumerate(tried) if c.ok and c.outcome != "rejected"]
+    accepted = [i for i in answered if tried[i].outcome == "accepted"]
     if accepted:
         return accepted[-1]
     return answered[-1] if answered else None

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ensemble.candidates import Candidate, retext
+from ensemble.candidates import Candidate
 from ensemble.classify import Kind, last_user_text
 from ensemble.instructions import Check, instruction_checks
 from ensemble.shape import grammar, merged
@@ -88,7 +88,7 @@ class Checker:
         """Every applicable checker's finding on ``candidate`` (no checks for a failed call)."""
         if not candidate.ok:
             return Verdict()
-        calls = [candidate.acc.tool_calls[i] for i in sorted(candidate.acc.tool_calls)]
+        calls = candidate.acc.calls()
         if self.tools and calls:
             faults = () if tool_calls_valid(calls, self.tools) else (_BAD_TOOL_CALL,)
             return Verdict(("tool_arguments_valid",), faults, "tool_arguments_valid", False)
@@ -116,14 +116,11 @@ class Checker:
         return text if left < len(broken) else None
 
     def tidy(self, candidate: Candidate) -> Candidate:
-        """The candidate, its text tidied in place when that fixes a broken instruction."""
+        """The candidate, with its text tidied when that fixes a broken instruction."""
         tidy = (
             self.tidied(candidate.text) if candidate.ok and not candidate.acc.tool_calls else None
         )
-        if tidy is not None:
-            retext(candidate, tidy)
-            candidate.tidied = True
-        return candidate
+        return candidate if tidy is None else candidate.retexted(tidy, tidied=True)
 
     def faultless(self, candidate: Candidate) -> bool:
         """True when no checker finds anything wrong (the ensemble's filter before voting)."""

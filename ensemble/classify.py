@@ -14,7 +14,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
-from backends.base import ChatRequest, Served
 from ensemble.instructions import instruction_checks
 
 
@@ -25,8 +24,6 @@ class Kind(StrEnum):
     MATH = "math"
     GENERAL = "general"
 
-
-_KINDS = frozenset(k.value for k in Kind)
 
 _CHORE = re.compile(r"^\s*###\s*Task:", re.IGNORECASE)
 _FENCE = re.compile(r"```")
@@ -69,16 +66,6 @@ _CODE_TOOLS = re.compile(r"code|python|exec|shell|interpreter|sql|compile", re.I
 WINDOW = 16_000
 """Characters read from each end of the message: enough to judge it, and a bound on the time
 the event loop spends on a prompt of any size (a few MB would otherwise block it for seconds)."""
-
-
-def kind_of(request: ChatRequest, served: Served) -> Kind:
-    """The request's kind, classified once: a strategy that delegates (``auto``) records it in
-    ``served.kind`` and the strategy it picks reads it from there."""
-    if served.kind in _KINDS:
-        return Kind(served.kind)
-    kind = classify(request.body)
-    served.kind = kind.value
-    return kind
 
 
 def classify(body: Mapping[str, Any]) -> Kind:

@@ -11,20 +11,22 @@ leaves room for them (``samples_that_fit``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, aclosing
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
-from backends.base import Backend, ChatRequest, Chunk, Served
-from backends.errors import AllNodesFailed
-from ensemble.base import KEEPALIVE, NO_OPTIONS, Options
-from ensemble.candidates import Candidate, ask, replay, settle
+from backends.base import Backend
+from backends.errors import BooagentError
+from ensemble.base import Answer, Context, Options
+from ensemble.candidates import Candidate, ask
 from ensemble.checks import Checker
-from ensemble.classify import Kind, kind_of
+from ensemble.classify import Kind
 from ensemble.config import EnsembleSettings
+from ensemble.decision import Decision, decided
 from ensemble.vote import combine
 
 Slots = Callable[[str], int]
+_CANCELLED = BooagentError("cancelled at the deadline")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +37,10 @@ class Ensemble:
     settings: EnsembleSettings
     members: tuple[str, ...]
     slots: Slots = lambda _: 1
-    keepalive_seconds: float = 2.0
     name: str = "ensemble"
+
+    def deliberates(self, ctx: Context) -> bool:
+        return True
 
     def plan(self, options: Options, kind: Kind = Kind.GENERAL) -> list[tuple[str, int]]:
         """(member, seed offset) pairs: first samples of every member, then the rest."""
@@ -49,71 +53,40 @@ class Ensemble:
             samples = min(samples, max(self.slots(m) for m in members))
         return [(m, i) for i in range(samples) for m in members]
 
-    def __call__(
-        self, request: ChatRequest, served: Served, options: Options = NO_OPTIONS
-    ) -> AbstractAsyncContextManager[AsyncIterator[Chunk]]:
-        """The answer stream; leaving the block cancels whatever is still running."""
-        return aclosing(self._run(request, served, options))
+    def __call__(self, ctx: Context) -> AbstractAsyncContextManager[Answer]:
+        return decided(self.decide(ctx), texts=ctx.options.explain)
 
-    async def _run(
-        self, request: ChatRequest, served: Served, options: Options
-    ) -> AsyncGenerator[Chunk, None]:
-        kind = kind_of(request, served)
-        served.strategy = self.name
-        plan = self.plan(options, kind)
+    async def decide(self, ctx: Context) -> Decision:
+        """Ask every planned (member, sample) at once; at the deadline, combine the answers."""
+        plan = self.plan(ctx.options, ctx.kind)
         temperature = self.settings.sample_temperature
         tasks = [
-            asyncio.ensure_future(ask(self.backend, request, m, i, temperature)) for m, i in plan
+            asyncio.ensure_future(ask(self.backend, ctx.request, m, i, temperature))
+            for m, i in plan
         ]
-        deadline = (options.deadline_ms or self.settings.deadline_ms) / 1000
         try:
-            async for beat in self._gather(tasks, deadline):
-                yield beat
+            await _gather(tasks, (ctx.options.deadline_ms or self.settings.deadline_ms) / 1000)
         finally:
             await _cancel(tasks)
-        checker = Checker.of(request.body, kind)
+        checker = Checker.of(ctx.body, ctx.kind)
         candidates = [
             checker.tidy(_result(task, member))
             for task, (member, _) in zip(tasks, plan, strict=True)
         ]
-        winner = self._decide(candidates, kind, served, checker.faultless, options.explain)
-        async for chunk in replay(winner):
-            yield chunk
+        return self._decide(candidates, ctx.kind, checker)
 
-    async def _gather(
-        self, tasks: Sequence[asyncio.Future[Candidate]], deadline: float
-    ) -> AsyncIterator[Chunk]:
-        """Wait until every task is done or the deadline passes; past the deadline, wait on
-        only while no candidate has answered yet (the first answer then ends the wait)."""
-        loop = asyncio.get_running_loop()
-        until = loop.time() + deadline
-        pending = set(tasks)
-        while pending and (loop.time() < until or not _any_answered(tasks)):
-            wait = max(0.0, min(self.keepalive_seconds, until - loop.time()))
-            _, pending = await asyncio.wait(
-                pending, timeout=wait or self.keepalive_seconds, return_when=asyncio.FIRST_COMPLETED
-            )
-            if pending and (loop.time() < until or not _any_answered(tasks)):
-                yield KEEPALIVE
-
-    def _decide(
-        self,
-        candidates: list[Candidate],
-        kind: Kind,
-        served: Served,
-        valid: Callable[[Candidate], bool],
-        explain: bool,
-    ) -> Candidate:
+    def _decide(self, candidates: list[Candidate], kind: Kind, checker: Checker) -> Decision:
         answered = [c for c in candidates if c.ok]
         if not answered:
-            settle(served, candidates, None, texts=explain)
-            raise AllNodesFailed("no member of the ensemble answered", failures=[])
+            return Decision(self.name, tuple(candidates), None, {"strategy": self.name})
         preference = list(dict.fromkeys(c.member for c in candidates))
-        verdict = combine(answered, preference, code=kind is Kind.CODE, valid=valid)
-        for candidate in answered:
-            candidate.outcome = "won" if candidate is verdict.winner else "outvoted"
-        settle(served, candidates, verdict.winner, texts=explain)
-        served.decision = {
+        verdict = combine(answered, preference, code=kind is Kind.CODE, valid=checker.faultless)
+        judged = tuple(
+            c.judged("won" if c is verdict.winner else "outvoted") if c.ok else c
+            for c in candidates
+        )
+        winner = next(i for i, c in enumerate(candidates) if c is verdict.winner)
+        why = {
             "strategy": self.name,
             "method": verdict.method,
             "winner": verdict.winner.member,
@@ -121,7 +94,24 @@ class Ensemble:
             "asked": len(candidates),
             **verdict.why,
         }
-        return verdict.winner
+        return Decision(self.name, judged, winner, why)
+
+
+async def _gather(tasks: Sequence[asyncio.Future[Candidate]], deadline: float) -> None:
+    """Wait until every task is done or the deadline passes; past the deadline, wait on
+    only while no candidate has answered yet (the first answer then ends the wait)."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + deadline
+    pending = set(tasks)
+    while pending:
+        if loop.time() >= until:
+            if _any_answered(tasks):
+                return
+            _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            continue
+        _, pending = await asyncio.wait(
+            pending, timeout=until - loop.time(), return_when=asyncio.FIRST_COMPLETED
+        )
 
 
 def _any_answered(tasks: Sequence[asyncio.Future[Candidate]]) -> bool:
@@ -130,7 +120,7 @@ def _any_answered(tasks: Sequence[asyncio.Future[Candidate]]) -> bool:
 
 def _result(task: asyncio.Future[Candidate], member: str) -> Candidate:
     if task.cancelled():
-        return Candidate(member, error="cancelled at the deadline", outcome="cancelled")
+        return Candidate(member, failure=_CANCELLED)
     return task.result()
 
 

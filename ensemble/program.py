@@ -15,17 +15,17 @@ failing program, no number printed), the ``fallback`` strategy answers the reque
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from contextlib import AbstractAsyncContextManager, aclosing
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
-from backends.base import Backend, ChatRequest, Chunk, Served
-from ensemble.base import NO_OPTIONS, Options, Strategy, keepalives
-from ensemble.candidates import Candidate, ask, settle, text_chunks
-from ensemble.classify import kind_of, message_text
+from backends.base import Backend, ChatRequest
+from ensemble.base import Answer, Context, Options, Strategy
+from ensemble.candidates import Candidate, ask
+from ensemble.classify import message_text
 from ensemble.config import ProgramSettings
+from ensemble.decision import Decision
 from ensemble.sandbox import Limits, ProgramRun, run_program
 from ensemble.signals import extract_code, final_number
 
@@ -121,86 +121,55 @@ class Program:
     settings: ProgramSettings
     fallback: Strategy
     members: tuple[str, ...]
-    keepalive_seconds: float = 2.0
     name: str = "program"
+
+    def deliberates(self, ctx: Context) -> bool:
+        return True
 
     def writers(self, options: Options) -> tuple[str, ...]:
         return options.members or self.settings.members or self.members
 
-    def __call__(
-        self, request: ChatRequest, served: Served, options: Options = NO_OPTIONS
-    ) -> AbstractAsyncContextManager[AsyncIterator[Chunk]]:
-        """The answer stream; leaving the block cancels whatever is still running."""
-        return aclosing(self._run(request, served, options))
-
-    async def _run(
-        self, request: ChatRequest, served: Served, options: Options
-    ) -> AsyncGenerator[Chunk, None]:
-        kind_of(request, served)
-        served.strategy = self.name
-        task = asyncio.ensure_future(self._write_and_run(request, options))
-        try:
-            async for beat in keepalives(task, self.keepalive_seconds):
-                yield beat
-        finally:
-            if not task.done():
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-        candidates, solution = task.result()
-        winner = candidates[-1] if solution is not None and solution.ok else None
-        settle(served, candidates, winner, texts=options.explain)
-        served.decision = _decision(solution, candidates)
-        if winner is not None and solution is not None:
-            for chunk in text_chunks(answer_text(solution), winner.usage):
-                yield chunk
+    @asynccontextmanager
+    async def __call__(self, ctx: Context) -> AsyncIterator[Answer]:
+        """The program's answer, or the fallback strategy's when no program ran."""
+        decision = await self.decide(ctx)
+        texts = ctx.options.explain
+        if decision.winner is not None:
+            yield decision.answer(texts=texts)
             return
-        async for chunk in self._fall_back(request, served, options):
-            yield chunk
+        async with self.fallback(ctx) as fallen:
+            yield decision.then(fallen, texts=texts)
 
-    async def _write_and_run(
-        self, request: ChatRequest, options: Options
-    ) -> tuple[list[Candidate], Solution | None]:
+    async def decide(self, ctx: Context) -> Decision:
         """Ask the first writer that answers (the next only when a call fails) and run its
         program; a program that fails is not asked again elsewhere: the fallback answers."""
-        asked = program_request(request, self.settings.max_tokens)
+        asked = program_request(ctx.request, self.settings.max_tokens)
         limits = Limits(self.settings.cpu_seconds, self.settings.wall_seconds)
         candidates: list[Candidate] = []
-        solution = None
-        for member in self.writers(options):
+        for member in self.writers(ctx.options):
             candidate = await ask(self.backend, asked, member)
-            candidates.append(candidate)
             if not candidate.ok:
+                candidates.append(candidate)
                 continue
             solution = await solve(candidate, limits)
-            candidate.outcome = solution.outcome
-            break
-        return candidates, solution
-
-    async def _fall_back(
-        self, request: ChatRequest, served: Served, options: Options
-    ) -> AsyncIterator[Chunk]:
-        """The fallback strategy's answer, recorded as one more call."""
-        started = asyncio.get_running_loop().time()
-        call = Candidate("", outcome="fallback")
-        async with self.fallback(request, served, options) as chunks:
-            async for chunk in chunks:
-                call.chunks.append(chunk)
-                call.acc.add(chunk)
-                yield chunk
-        served.strategy = self.name
-        call.member, call.node = served.member, served.node
-        call.latency = asyncio.get_running_loop().time() - started
-        served.calls.append(call.record())
+            candidates.append(candidate.judged(solution.outcome))
+            return _decided(self.name, candidates, solution)
+        return _decided(self.name, candidates, None)
 
 
-def _decision(solution: Solution | None, candidates: list[Candidate]) -> dict[str, Any]:
-    base: dict[str, Any] = {"strategy": "program", "writers": [c.member for c in candidates]}
+def _decided(name: str, candidates: list[Candidate], solution: Solution | None) -> Decision:
+    """The program's answer when it ran and printed a number; else no winner (fallback)."""
+    writers = [c.member for c in candidates]
+    why: dict[str, Any] = {"strategy": name, "writers": writers}
     if solution is None:
-        return {**base, "ran": False, "fallback": True, "why": "no member wrote a program"}
-    return {
-        **base,
-        "ran": solution.run.ok,
-        "answer": presented(solution.number) if solution.number is not None else None,
-        "fallback": not solution.ok,
-        "why": solution.why_not or None,
-    }
+        why.update(ran=False, fallback=True, why="no member wrote a program")
+        return Decision(name, tuple(candidates), None, why)
+    why.update(
+        ran=solution.run.ok,
+        answer=presented(solution.number) if solution.number is not None else None,
+        fallback=not solution.ok,
+        why=solution.why_not or None,
+    )
+    if not solution.ok:
+        return Decision(name, tuple(candidates), None, why)
+    return Decision(name, tuple(candidates), len(candidates) - 1, why, answer_text(solution))

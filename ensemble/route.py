@@ -1,19 +1,19 @@
 """Routing: send each request to the member best suited to it.
 
-:class:`Router` is the strategy behind the virtual model: classify the request, then ask the
+:class:`Router` is the strategy behind the virtual model: from the request's kind, ask the
 pool for the members configured for that kind, most preferred first (the rest follow as
 fallbacks). Chores go to the fastest idle member. :class:`Pinned` serves one named member.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 
-from backends.base import Backend, ChatRequest, Chunk, Served
-from ensemble.base import NO_OPTIONS, Options
-from ensemble.classify import Kind, kind_of
+from backends.base import Backend
+from ensemble.base import NO_OPTIONS, Answer, Context, Options, streamed
+from ensemble.classify import Kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +38,9 @@ class Router:
     members: tuple[str, ...]
     name: str = "route"
 
+    def deliberates(self, ctx: Context) -> bool:
+        return False
+
     def plan(self, kind: Kind, options: Options = NO_OPTIONS) -> Plan:
         preferred = self.routes.get(kind) or self.routes.get(Kind.GENERAL, ())
         members = _with_fallbacks(preferred, options.members or self.members)
@@ -45,13 +48,10 @@ class Router:
             members = tuple(m for m in members if m in options.members)
         return Plan(kind, members, prefer_idle=kind is Kind.CHORE)
 
-    def __call__(
-        self, request: ChatRequest, served: Served, options: Options = NO_OPTIONS
-    ) -> AbstractAsyncContextManager[AsyncIterator[Chunk]]:
-        plan = self.plan(kind_of(request, served), options)
-        served.strategy = self.name
-        routed = replace(request, members=plan.members, prefer_idle=plan.prefer_idle)
-        return self.backend.stream(routed, served)
+    def __call__(self, ctx: Context) -> AbstractAsyncContextManager[Answer]:
+        plan = self.plan(ctx.kind, ctx.options)
+        routed = replace(ctx.request, members=plan.members, prefer_idle=plan.prefer_idle)
+        return streamed(self.backend, routed, self.name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +62,8 @@ class Pinned:
     member: str
     name: str = "member"
 
-    def __call__(
-        self, request: ChatRequest, served: Served, options: Options = NO_OPTIONS
-    ) -> AbstractAsyncContextManager[AsyncIterator[Chunk]]:
-        served.kind, served.strategy = "pinned", self.name
-        return self.backend.stream(replace(request, members=(self.member,)), served)
+    def deliberates(self, ctx: Context) -> bool:
+        return False
+
+    def __call__(self, ctx: Context) -> AbstractAsyncContextManager[Answer]:
+        return streamed(self.backend, replace(ctx.request, members=(self.member,)), self.name)

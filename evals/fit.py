@@ -54,7 +54,7 @@ def table(records: Iterable[Record]) -> Table:
 def _candidate(record: Record, sample: int = 0) -> Candidate:
     acc = Accumulator()
     acc.content.append(record.answer)
-    return Candidate(record.target, sample, chunks=[Chunk({})], acc=acc)
+    return Candidate(record.target, sample, chunks=(Chunk({}),), acc=acc)
 
 
 def cascade_accepts(item: Item, first: Record, second: Record | None, threshold: float) -> bool:

@@ -6,33 +6,35 @@ stay thin: parse, pick the strategy, hand over to :mod:`gateway.chat`.
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-from litestar import Litestar, Request, Response, get, post
+from litestar import Litestar, Request, Response, Router, get, post
 from litestar.datastructures import State
-from litestar.types import ASGIApp, Scope
+from litestar.middleware import DefineMiddleware
+from litestar.types import ASGIApp
 
 from backends.build import build_pool
-from backends.errors import AuthenticationFailed, InvalidRequest, ModelNotFound
 from backends.pool import Pool
 from ensemble.auto import Auto
-from ensemble.base import Strategy
+from ensemble.base import Context, Strategy
 from ensemble.cascade import Cascade
 from ensemble.classify import Kind
 from ensemble.fanout import Ensemble
 from ensemble.program import Program
-from ensemble.route import Pinned, Router
-from gateway.chat import answer
-from gateway.errors import EXCEPTION_HANDLERS
-from gateway.logs import RequestIdMiddleware, configure_logging, request_id_of
+from ensemble.route import Pinned
+from ensemble.route import Router as RouteStrategy
+from gateway.auth import RequireApiKey
+from gateway.chat import ChatResponse, Exchange
+from gateway.errors import EXCEPTION_HANDLERS, InvalidRequest, ModelNotFound
+from gateway.logs import RequestIdMiddleware
 from gateway.openapi import openapi_json
 from gateway.schema import parse_chat
 from gateway.settings import Settings
+from gateway.wire import Identity
 
 PoolFactory = Callable[[Settings], Pool]
 
@@ -44,6 +46,7 @@ class Gateway:
     settings: Settings
     pool: Pool
     strategies: dict[str, Strategy] = field(default_factory=dict)
+    members: list[str] = field(default_factory=list)
     models_body: bytes = b""
     openapi_body: bytes = b""
 
@@ -51,14 +54,11 @@ class Gateway:
     def build(cls, settings: Settings, pool: Pool) -> Gateway:
         gateway = cls(settings, pool)
         gateway.strategies = _strategies(settings, pool)
+        gateway.members = [m.name for m in settings.members]
         gateway.models_body = msgspec.json.encode(_models_listing(gateway.strategies))
-        members = [m.name for m in settings.members]
         auth = bool(settings.server.api_keys)
-        gateway.openapi_body = openapi_json(list(gateway.strategies), members, auth=auth)
+        gateway.openapi_body = openapi_json(list(gateway.strategies), gateway.members, auth=auth)
         return gateway
-
-    def is_member(self, model: str) -> bool:
-        return any(m.name == model for m in self.settings.members)
 
     def strategy_for(self, model: str) -> Strategy:
         strategy = self.strategies.get(model)
@@ -68,6 +68,25 @@ class Gateway:
                 f"the model `{model}` does not exist; available: {known}", param="model"
             )
         return strategy
+
+    def exchange(self, raw: bytes) -> Exchange:
+        """The request body, validated and classified, with the strategy that answers it."""
+        parsed = parse_chat(raw, members=self.members)
+        checked = parsed.checked
+        strategy = self.strategy_for(checked.model)
+        if parsed.options.strategy is not None and checked.model in self.members:
+            raise InvalidRequest(
+                "`booagent.strategy` applies to the virtual model only", param="booagent.strategy"
+            )
+        ctx = Context.of(parsed.forward, buffered=not checked.stream, options=parsed.options)
+        return Exchange(
+            ctx,
+            strategy,
+            Identity(checked.model),
+            checked.stream,
+            parsed.include_usage,
+            self.settings.strategies.keepalive_seconds,
+        )
 
 
 def _strategies(settings: Settings, pool: Pool) -> dict[str, Strategy]:
@@ -79,16 +98,12 @@ def _strategies(settings: Settings, pool: Pool) -> dict[str, Strategy]:
         Kind.GENERAL: settings.routes.general,
         Kind.CHORE: settings.routes.chore,
     }
-    router = Router(pool, routes, members)
+    router = RouteStrategy(pool, routes, members)
     named: dict[str, Strategy] = {
         "route": router,
-        "cascade": Cascade(
-            pool, config.cascade, members, config.keepalive_seconds, pool.cheap_logprobs
-        ),
-        "ensemble": Ensemble(
-            pool, config.ensemble, members, pool.member_slots, config.keepalive_seconds
-        ),
-        "program": Program(pool, config.program, router, members, config.keepalive_seconds),
+        "cascade": Cascade(pool, config.cascade, members, pool.cheap_logprobs),
+        "ensemble": Ensemble(pool, config.ensemble, members, pool.member_slots),
+        "program": Program(pool, config.program, router, members),
     }
     named["auto"] = Auto(named, config.auto)
     virtual = settings.server.virtual_model
@@ -115,60 +130,24 @@ def _gateway(state: State) -> Gateway:
     return gateway
 
 
-def require_api_key(request: Request[Any, Any, Any]) -> None:
-    """When keys are configured, demand ``Authorization: Bearer <key>`` (constant-time check).
-
-    Called by each handler that needs it rather than run as a Litestar guard: Litestar copies
-    the route handler for every guard call, which cost 3% of a request's instructions.
-    """
-    keys = _gateway(request.app.state).settings.server.api_keys
-    if keys:
-        _check_key(keys, _header(request.scope, b"authorization"))
-
-
-def _header(scope: Scope, name: bytes) -> str:
-    for key, value in scope["headers"]:
-        if key == name:
-            return value.decode("latin-1")
-    return ""
-
-
-def _check_key(keys: Sequence[str], authorization: str) -> None:
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise AuthenticationFailed("missing API key: send `Authorization: Bearer <key>`")
-    given = token.strip().encode()
-    if not any([hmac.compare_digest(given, key.encode()) for key in keys]):
-        raise AuthenticationFailed("invalid API key")
-
-
 @post("/v1/chat/completions", status_code=200)
 async def chat_completions(request: Request[Any, Any, Any]) -> ASGIApp:
-    """The answer as a bare ASGI response (:class:`gateway.chat.EventStream` for a stream).
+    """The answer as a bare ASGI app (:class:`gateway.chat.ChatResponse`).
 
     The app's state is read from the request rather than asked for as a ``state`` parameter:
     Litestar resolves each handler parameter per request (docs/performance.md).
     """
-    require_api_key(request)
     gateway = _gateway(request.app.state)
-    parsed = parse_chat(await request.body(), members=[m.name for m in gateway.settings.members])
-    strategy = gateway.strategy_for(parsed.checked.model)
-    if parsed.options.strategy is not None and gateway.is_member(parsed.checked.model):
-        raise InvalidRequest(
-            "`booagent.strategy` applies to the virtual model only", param="booagent.strategy"
-        )
-    return await answer(parsed, strategy, request.receive, request_id_of(request.scope))
+    return ChatResponse(gateway.exchange(await request.body()))
 
 
 @get(["/v1/models", "/models"])
-async def list_models(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
-    require_api_key(request)
+async def list_models(state: State) -> Response[bytes]:
     return Response(_gateway(state).models_body, media_type="application/json")
 
 
 @get("/openapi.json")
-async def openapi(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
-    require_api_key(request)
+async def openapi(state: State) -> Response[bytes]:
     return Response(_gateway(state).openapi_body, media_type="application/json")
 
 
@@ -186,8 +165,7 @@ async def ready(state: State) -> Response[dict[str, Any]]:
 
 
 @get("/v1/cluster")
-async def cluster(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
-    require_api_key(request)
+async def cluster(state: State) -> dict[str, Any]:
     gateway = _gateway(state)
     return {
         "virtual_model": gateway.settings.server.virtual_model,
@@ -196,8 +174,8 @@ async def cluster(request: Request[Any, Any, Any], state: State) -> dict[str, An
 
 
 def create_app(settings: Settings, *, pool_factory: PoolFactory | None = None) -> Litestar:
-    """The gateway app. ``pool_factory`` lets tests supply nodes of their own."""
-    configure_logging(settings.server.log_level)
+    """The gateway app. ``pool_factory`` lets tests supply nodes of their own. Logging is the
+    caller's to configure (the process entry point), not the app's."""
     make_pool = pool_factory or (
         lambda s: build_pool(s.members, s.nodes, s.policies, hosts=s.hosts)
     )
@@ -213,8 +191,13 @@ def create_app(settings: Settings, *, pool_factory: PoolFactory | None = None) -
         finally:
             await pool.aclose()
 
+    keys = settings.server.api_keys
+    guarded = [DefineMiddleware(RequireApiKey, keys=keys)] if keys else []
+    protected = Router(
+        "/", route_handlers=[chat_completions, list_models, openapi, cluster], middleware=guarded
+    )
     return Litestar(
-        route_handlers=[chat_completions, list_models, openapi, health, ready, cluster],
+        route_handlers=[protected, health, ready],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[RequestIdMiddleware],

@@ -1,358 +1,241 @@
-"""`POST /v1/chat/completions`: from a validated body to a streamed or whole answer.
+"""`POST /v1/chat/completions`: from a classified request to a streamed or whole answer.
 
-The strategy returns a *committed* stream: by the time it does, a node has produced its first
-content token, so every failure before that point was retried elsewhere (or is an HTTP error
-status here). After it, a node failure ends the SSE stream with an ``error`` frame and no
-``[DONE]``, so a cut answer never looks complete. One log line is written per request, after
-the answer is sent where there is one.
+:class:`ChatResponse` owns one request from end to end: it opens the strategy's answer, sends
+it, closes it, and writes the request's one log line after the answer is sent.
+
+The commit contract, the same for every strategy (route, a named member, cascade, ensemble,
+program): nothing is sent until the answer is *committed*.
+
+- A whole answer commits when it is complete: any failure before is an HTTP error status
+  (502/503/504 when the nodes failed, the node's 4xx when the request was refused, 429 for a
+  queue timeout), with the OpenAI error body.
+- A stream commits when its first content token is ready: a node's first token (route, a
+  named member), the winner's (cascade, ensemble, program). Strategies that consult members
+  before they answer commit earlier if that takes longer than ``strategies.keepalive_seconds``:
+  with an SSE keep-alive comment, then one every ``keepalive_seconds``, so that clients never
+  time out while members work (the answer's node is then named only in its last chunk). A
+  failure before the commit is the same HTTP error status as a whole answer's; after it, the
+  stream ends with a ``data: {"error": ...}`` frame and no ``[DONE]``, so a cut answer never
+  looks complete.
+- When the client goes away, the work is cancelled at once, which closes every node request.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Mapping
-from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any
 
 import msgspec
-import structlog
-from litestar.response.base import ASGIResponse
-from litestar.types import Receive, Scope, Send
+from litestar.types import HTTPResponseBodyEvent, HTTPResponseStartEvent, Receive, Scope, Send
 
-from backends.base import ChatRequest, Chunk, Served
+from backends.base import Chunk
 from backends.collect import Accumulator, estimate_prompt_tokens
 from backends.errors import BooagentError
 from backends.sse import DONE, encode_comment, encode_data
-from ensemble.base import NO_OPTIONS, Options, Strategy
-from gateway.errors import error_body
-from gateway.schema import ParsedChat
-from gateway.wire import Identity, client_chunk, usage_chunk
+from ensemble.base import Answer, Call, Context, Strategy
+from gateway.errors import error_body, send_error
+from gateway.record import CLIENT_CLOSED, Outcome, booagent, calls_of, log_request, usage_of
+from gateway.wire import Identity, client_chunk, completion, usage_chunk
 
-_log = structlog.get_logger("booagent.request")
-CLIENT_CLOSED = 499
 DONE_FRAME = encode_data(DONE)
+_KEEPALIVE = encode_comment("keep-alive")
+_EMPTY_FINISH = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+_GONE = Outcome(CLIENT_CLOSED, "client disconnected")
 
 
-@dataclass(slots=True)
-class ChatLog:
-    """The one log line of a chat request, filled in as the request goes."""
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """One chat request as the gateway answers it."""
 
-    model: str
-    strategy: str
-    stream: bool
-    started: float = field(default_factory=lambda: asyncio.get_running_loop().time())
-    ttft: float | None = None
-
-    def elapsed(self) -> float:
-        return asyncio.get_running_loop().time() - self.started
-
-    def mark_first_token(self) -> None:
-        if self.ttft is None:
-            self.ttft = self.elapsed()
-
-    def emit(
-        self, status: int, served: Served, usage: Mapping[str, int] | None, **extra: Any
-    ) -> None:
-        _log.info(
-            "chat_completion",
-            status=status,
-            model=self.model,
-            strategy=served.strategy or self.strategy,
-            kind=served.kind,
-            stream=self.stream,
-            node=served.node or None,
-            attempts=len(served.attempts) or len(served.calls),
-            failures=served.failures,
-            queue_wait_s=round(served.queue_wait, 4),
-            ttft_s=None if self.ttft is None else round(self.ttft, 4),
-            total_s=round(self.elapsed(), 4),
-            tokens_in=usage["prompt_tokens"] if usage else None,
-            tokens_out=usage["completion_tokens"] if usage else None,
-            **extra,
-        )
-
-
-def _json(data: Any) -> bytes:
-    return msgspec.json.encode(data)
-
-
-@dataclass(slots=True)
-class Turn:
-    """One request being answered: identity on the wire, what was said, who said it."""
-
+    ctx: Context
+    strategy: Strategy
     identity: Identity
-    acc: Accumulator
-    log: ChatLog
-    served: Served
-    stack: AsyncExitStack
-    include_usage: bool
-    options: Options = NO_OPTIONS
-    outcome: tuple[int, str | None] | None = None
-    logged: bool = False
+    stream: bool
+    include_usage: bool = False
+    keepalive: float = 2.0
 
-    def usage(self) -> dict[str, int]:
-        """Tokens of every member call the request caused, not only the answer's."""
-        usage = self.acc.usage()
-        return {k: v + self.served.extra_usage.get(k, 0) for k, v in usage.items()}
+    def accumulator(self) -> Accumulator:
+        return Accumulator(prompt_estimate=estimate_prompt_tokens(self.ctx.body.get("messages")))
 
-    def booagent(self) -> dict[str, Any]:
-        """The answer's ``booagent`` object: strategy, members asked, who won and why."""
-        served = self.served
-        calls = served.calls or [
-            {
-                "member": served.member,
-                "node": served.node,
-                "latency_s": round(self.log.elapsed(), 3),
-                "tokens": self.acc.usage()["completion_tokens"],
-                "outcome": "answered",
-            }
-        ]
-        return {
-            "strategy": served.strategy or self.log.strategy,
-            "requested": self.log.strategy,
-            "kind": served.kind,
-            "node": served.node,
-            "attempts": len(served.attempts),
-            "failures": served.failures,
-            **served.decision,
-            "calls": calls,
-        }
+    def record(self, answer: Answer, calls: tuple[Call, ...]) -> dict[str, Any]:
+        return booagent(answer, calls, kind=self.ctx.kind.value, requested=self.strategy.name)
 
-    def end(self, status: int, error: str | None) -> None:
-        """Record how the request ended (whichever path gets here first)."""
-        if self.outcome is None:
-            self.outcome = (status, error)
-
-    def write_log(self) -> None:
-        """Write the request's log line, once (a request that never ended is a client gone)."""
-        if not self.logged:
-            self.logged = True
-            status, error = self.outcome or (CLIENT_CLOSED, "client disconnected")
-            self.log.emit(status, self.served, self.usage(), error=error)
-
-    def finish(self, status: int, error: str | None) -> None:
-        """Record how the request ended and write its log line now."""
-        self.end(status, error)
-        self.write_log()
+    def calls(self, answer: Answer, acc: Accumulator, started: float) -> tuple[Call, ...]:
+        """The answer's calls; a streamed node call's latency counts from its first attempt
+        (from ``started``, the request's start, when it has none)."""
+        live = answer.live
+        now = asyncio.get_running_loop().time()
+        return calls_of(answer, acc, now - (live.started if live else started))
 
 
-class Answer(ASGIResponse):
-    """A response that writes the request's log line once it is sent (or sending failed), so
-    the client is not kept waiting for it."""
+class ChatResponse:
+    """The answer to one chat request, as an ASGI app (see the module's commit contract)."""
 
-    __slots__ = ("turn",)
+    __slots__ = ("exchange",)
 
-    def __init__(self, turn: Turn, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.turn = turn
+    def __init__(self, exchange: Exchange) -> None:
+        self.exchange = exchange
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        exchange = self.exchange
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        outcome = _GONE
         try:
-            await super().__call__(scope, receive, send)
+            if exchange.stream:
+                outcome = await _Streamed(exchange, send, started).run(receive)
+            else:
+                outcome = await _Whole(exchange, send, started).run(receive)
         finally:
-            self.turn.write_log()
+            log_request(
+                outcome,
+                model=exchange.identity.model,
+                strategy=exchange.strategy.name,
+                kind=exchange.ctx.kind.value,
+                stream=exchange.stream,
+                total=loop.time() - started,
+            )
 
 
-async def answer(
-    parsed: ParsedChat, strategy: Strategy, receive: Receive, request_id: str
-) -> ASGIResponse:
-    """Run the strategy and answer in the form the client asked for."""
-    checked = parsed.checked
-    turn = Turn(
-        Identity(checked.model),
-        Accumulator(prompt_estimate=estimate_prompt_tokens(parsed.forward.get("messages"))),
-        ChatLog(model=checked.model, strategy=strategy.name, stream=checked.stream),
-        Served(),
-        AsyncExitStack(),
-        parsed.include_usage,
-        parsed.options,
-    )
-    request = ChatRequest(parsed.forward, request_id=request_id, buffered=not checked.stream)
-    if checked.stream:
-        return await _streamed(turn, strategy, request)
-    return await _whole(turn, strategy, request, receive)
+@dataclass(slots=True)
+class _Whole:
+    """A whole answer: collected to its end (freeing the node if the client leaves), then
+    sent as one ``chat.completion``."""
 
+    exchange: Exchange
+    send: Send
+    started: float
 
-async def _open(turn: Turn, strategy: Strategy, request: ChatRequest) -> AsyncIterator[Chunk]:
-    """Enter the strategy's committed stream; failures before the commit are logged here."""
-    try:
-        return await turn.stack.enter_async_context(strategy(request, turn.served, turn.options))
-    except BooagentError as exc:
-        await turn.stack.aclose()
-        turn.finish(exc.status_code, exc.message)
-        raise
-
-
-async def _streamed(turn: Turn, strategy: Strategy, request: ChatRequest) -> ASGIResponse:
-    chunks = await _open(turn, strategy, request)
-    headers = {
-        **_served_headers(turn.served, strategy),
-        "cache-control": "no-cache",
-        "x-accel-buffering": "no",
-    }
-    return EventStream(turn, _sse(turn, chunks), headers)
-
-
-class EventStream(Answer):
-    """The SSE body, sent frame by frame until it ends or the client goes away.
-
-    Litestar's ``Stream`` does this with an anyio task group per response; this is the same
-    disconnect handling as a whole answer's (:func:`_unless_disconnected`) at a fraction of the
-    cost (docs/performance.md). The ``[DONE]`` frame, always the last, ends the body with it,
-    so the client has the whole answer before the node's stream is closed behind it. The frames
-    are closed however the stream ends.
-    """
-
-    __slots__ = ("frames",)
-    _should_set_content_length = False
-
-    def __init__(
-        self, turn: Turn, frames: AsyncGenerator[bytes, None], headers: dict[str, str]
-    ) -> None:
-        super().__init__(turn, headers=headers, media_type="text/event-stream", status_code=200)
-        self.frames = frames
-
-    async def send_body(self, send: Send, receive: Receive) -> None:
+    async def run(self, receive: Receive) -> Outcome:
         try:
-            await _unless_disconnected(self._relay(send), receive)
-        finally:
-            await self.frames.aclose()  # once the body has ended: no disconnect to watch for
-
-    async def _relay(self, send: Send) -> None:
-        async for frame in self.frames:
-            last = frame is DONE_FRAME
-            await send({"type": "http.response.body", "body": frame, "more_body": not last})
-            if last:
-                return
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-def _served_headers(served: Served, strategy: Strategy) -> dict[str, str]:
-    """What is known when the headers go out (a stream of a multi-member strategy names its
-    node only in the final chunk's ``booagent`` object)."""
-    headers = {"x-booagent-strategy": served.strategy or strategy.name}
-    if served.node:
-        headers["x-booagent-node"] = served.node
-        headers["x-booagent-attempts"] = str(len(served.attempts))
-    return headers
-
-
-async def _whole(
-    turn: Turn, strategy: Strategy, request: ChatRequest, receive: Receive
-) -> ASGIResponse:
-    """Collect the whole answer, giving up (and freeing the node) if the client goes away."""
-    try:
-        answered = await _unless_disconnected(_collect(turn, strategy, request), receive)
-    except BaseException:
-        turn.write_log()
-        raise
-    if not answered:
-        turn.end(CLIENT_CLOSED, "client disconnected")
-        return Answer(turn, body=b"", status_code=CLIENT_CLOSED)
-    completion = turn.acc.completion(turn.identity)
-    completion.update(usage=turn.usage(), booagent=turn.booagent())
-    headers = _served_headers(turn.served, strategy)
-    return Answer(turn, body=_json(completion), media_type="application/json", headers=headers)
-
-
-async def _unless_disconnected(work: Coroutine[Any, Any, None], receive: Receive) -> bool:
-    """Run ``work`` to its end, or cancel it when the client goes away (then return False).
-
-    ``work`` runs in this task; only the disconnect watch gets one, and when it sees the client
-    go it cancels this task, as ``asyncio.timeout`` does when its time is up. The cancellation
-    lands inside ``work`` (this task is waiting there whenever the watch's callback runs) and is
-    taken back here; one from anyone else goes on up.
-    """
-    task = asyncio.current_task()
-    assert task is not None
-    watch = asyncio.ensure_future(_disconnect(receive))
-    gone = False
-
-    def client_gone(_: object) -> None:
-        nonlocal gone
-        if not watch.cancelled():
-            watch.exception()  # a receive that failed counts as the client gone
-            gone = True
-            task.cancel()
-
-    watch.add_done_callback(client_gone)
-    try:
-        await work
-    except asyncio.CancelledError:
-        if not gone or task.uncancel() > 0:
-            raise
-        return False
-    finally:
-        watch.remove_done_callback(client_gone)
-        watch.cancel()
-    if gone:  # ``work`` swallowed the cancellation
-        task.uncancel()
-        return False
-    return True
-
-
-async def _collect(turn: Turn, strategy: Strategy, request: ChatRequest) -> None:
-    chunks = await _open(turn, strategy, request)
-    async with turn.stack:
-        status, error = CLIENT_CLOSED, None
-        try:
-            await _drain(turn, chunks)
-            status = 200
+            async with Watch(receive) as watch:
+                return await self._answer(watch)
         except BooagentError as exc:
-            status, error = exc.status_code, exc.message
-            raise
+            await send_error(self.send, exc)
+            return Outcome.failed(exc)
+        return _GONE
+
+    async def _answer(self, watch: Watch) -> Outcome:
+        exchange = self.exchange
+        loop = asyncio.get_running_loop()
+        acc = exchange.accumulator()
+        first: float | None = None
+        async with exchange.strategy(exchange.ctx) as answer:
+            async for chunk in answer.chunks:
+                acc.add(chunk)
+                if first is None and chunk.is_content:
+                    first = loop.time() - self.started
+            calls = exchange.calls(answer, acc, self.started)
+        usage = usage_of(answer, acc)
+        body = completion(exchange.identity, acc, usage)
+        body["booagent"] = exchange.record(answer, calls)
+        watch.disarm()
+        encoded = msgspec.json.encode(body)
+        length = (b"content-length", str(len(encoded)).encode())
+        await self.send(_start(200, [*_answer_headers(answer), length], b"application/json"))
+        await self.send(_body(encoded))
+        return Outcome(200, None, answer, calls, usage, first)
+
+
+@dataclass(slots=True)
+class _Streamed:
+    """A streamed answer: keep-alives while the strategy works, then its frames."""
+
+    exchange: Exchange
+    send: Send
+    started: float
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run(self, receive: Receive) -> Outcome:
+        keeper: asyncio.Future[bool]
+        if self.exchange.strategy.deliberates(self.exchange.ctx):
+            keeper = asyncio.ensure_future(self._keep_alive())
+        else:
+            keeper = asyncio.get_running_loop().create_future()
+            keeper.set_result(False)
+        try:
+            async with Watch(receive) as watch:
+                return await self._answer(keeper, watch)
         finally:
-            turn.end(status, error)
+            self.stop.set()
+            if not keeper.done():
+                keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
+        return _GONE
 
+    async def _keep_alive(self) -> bool:
+        """Until ``stop`` is set: once ``keepalive`` seconds pass without it, commit (send the
+        headers), then send a keep-alive comment every ``keepalive`` seconds. Returns whether
+        it committed."""
+        committed = False
+        interval = self.exchange.keepalive
+        while True:
+            try:
+                async with asyncio.timeout(interval):
+                    await self.stop.wait()
+                return committed
+            except TimeoutError:
+                pass
+            if not committed:
+                committed = True
+                await self.send(_start(200, self._headers(None), _EVENT_STREAM))
+            await self.send(_body(_KEEPALIVE, more=True))
 
-async def _drain(turn: Turn, chunks: AsyncIterator[Chunk]) -> None:
-    async for chunk in chunks:
-        if not chunk.keepalive:
-            turn.log.mark_first_token()
-            turn.acc.add(chunk)
+    async def _answer(self, keeper: asyncio.Future[bool], watch: Watch) -> Outcome:
+        exchange = self.exchange
+        try:
+            async with exchange.strategy(exchange.ctx) as answer:
+                self.stop.set()
+                if not await keeper:
+                    await self.send(_start(200, self._headers(answer), _EVENT_STREAM))
+                return await self._relay(answer, watch)
+        except BooagentError as exc:
+            self.stop.set()
+            if await keeper:
+                await self._end(_frame(error_body(exc)), watch)
+            else:
+                watch.disarm()
+                await send_error(self.send, exc)
+            return Outcome.failed(exc)
 
+    async def _relay(self, answer: Answer, watch: Watch) -> Outcome:
+        """Relay the answer's chunks as client frames; those of chunks that arrived together
+        (``Chunk.more``) in one write. Ends with the finishing frame (``booagent`` object,
+        usage) and ``[DONE]``, or with an error frame if the answer fails on the way."""
+        exchange, loop = self.exchange, asyncio.get_running_loop()
+        framer = _Framer(exchange.identity, exchange.include_usage, exchange.accumulator())
+        try:
+            async for chunk in answer.chunks:
+                framer.add(chunk, loop.time() - self.started)
+                if framer.out and not chunk.more:
+                    await self._send(framer.take())
+        except BooagentError as exc:
+            framer.out.append(_frame(error_body(exc)))
+            await self._end(framer.take(), watch)
+            calls = exchange.calls(answer, framer.acc, self.started)
+            usage = usage_of(answer, framer.acc)
+            return Outcome(exc.status_code, exc.message, answer, calls, usage, framer.first_token)
+        calls = exchange.calls(answer, framer.acc, self.started)
+        usage = usage_of(answer, framer.acc)
+        await self._end(framer.end(exchange.record(answer, calls), usage), watch)
+        return Outcome(200, None, answer, calls, usage, framer.first_token)
 
-async def _disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
+    def _headers(self, answer: Answer | None) -> list[tuple[bytes, bytes]]:
+        headers = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+        if answer is None:
+            return [(b"x-booagent-strategy", self.exchange.strategy.name.encode()), *headers]
+        return [*_answer_headers(answer), *headers]
 
+    async def _send(self, body: bytes) -> None:
+        await self.send(_body(body, more=True))
 
-def _data(payload: Any) -> bytes:
-    """One ``data:`` frame of JSON (which never holds a raw newline, so one line always)."""
-    return b"data: " + _json(payload) + b"\n\n"
-
-
-async def _sse(turn: Turn, chunks: AsyncIterator[Chunk]) -> AsyncGenerator[bytes, None]:
-    """The SSE body, ``[DONE]`` last (the response ends with it, then closes this generator).
-    Always closes the upstream stream, however it ends."""
-    status, error = CLIENT_CLOSED, None
-    try:
-        async for frame in _frames(turn, chunks):
-            yield frame
-        status = 200
-        yield DONE_FRAME
-    except BooagentError as exc:
-        status, error = exc.status_code, exc.message
-        yield _data(error_body(exc))
-    finally:
-        await turn.stack.aclose()
-        turn.end(status, error)
-
-
-async def _frames(turn: Turn, chunks: AsyncIterator[Chunk]) -> AsyncIterator[bytes]:
-    """Client frames, those of chunks that arrived together (``Chunk.more``) as one write."""
-    framer = _Framer(turn)
-    try:
-        async for chunk in chunks:
-            framer.add(chunk)
-            if framer.out and not chunk.more:
-                yield framer.take()
-    except BooagentError:
-        if framer.out:
-            yield framer.take()
-        raise
-    yield framer.end()
+    async def _end(self, body: bytes, watch: Watch) -> None:
+        """The last body message; the client has the whole answer before the node's stream is
+        closed behind it, which is no longer cancelled if the client leaves meanwhile."""
+        watch.disarm()
+        await self.send(_body(body))
 
 
 @dataclass(slots=True)
@@ -360,31 +243,31 @@ class _Framer:
     """Turns an answer's chunks into client frames, gathered in ``out`` until taken; holds the
     finishing chunk back to carry the ``booagent`` object."""
 
-    turn: Turn
+    identity: Identity
+    include_usage: bool
+    acc: Accumulator
     out: list[bytes] = field(default_factory=list)
-    first: bool = True
+    first_token: float | None = None
     held: dict[str, Any] | None = None
+    first: bool = True
 
-    def add(self, chunk: Chunk) -> None:
-        if chunk.keepalive:
-            self.out.append(_KEEPALIVE)
-            return
-        self.turn.acc.add(chunk)
+    def add(self, chunk: Chunk, elapsed: float) -> None:
+        self.acc.add(chunk)
         frame = self._client(chunk)
         if frame is None:
             return
-        self.turn.log.mark_first_token()
         self.first = False
+        if self.first_token is None and chunk.is_content:
+            self.first_token = elapsed
         if self.held is not None:
-            self.out.append(_data(self.held))
+            self.out.append(_frame(self.held))
         self.held = frame if chunk.finish_reason else None
         if self.held is None:
-            self.out.append(_data(frame))
+            self.out.append(_frame(frame))
 
     def _client(self, chunk: Chunk) -> dict[str, Any] | None:
-        turn = self.turn
         return client_chunk(
-            turn.identity, chunk, first=self.first, include_usage=turn.include_usage
+            self.identity, chunk, first=self.first, include_usage=self.include_usage
         )
 
     def take(self) -> bytes:
@@ -392,18 +275,98 @@ class _Framer:
         self.out.clear()
         return taken
 
-    def end(self) -> bytes:
-        """What is left, then the finishing frame with the ``booagent`` object (and usage)."""
-        turn = self.turn
+    def end(self, record: dict[str, Any], usage: dict[str, int]) -> bytes:
+        """What is left, the finishing frame with the ``booagent`` object (and usage), then
+        ``[DONE]``."""
         final = self.held or self._client(Chunk(_EMPTY_FINISH))
-        booagent = turn.booagent()
-        self.out.append(_data({**(final or {}), "booagent": booagent}))
-        if turn.include_usage:
-            self.out.append(
-                _data({**usage_chunk(turn.identity, turn.usage()), "booagent": booagent})
-            )
+        self.out.append(_frame({**(final or {}), "booagent": record}))
+        if self.include_usage:
+            self.out.append(_frame({**usage_chunk(self.identity, usage), "booagent": record}))
+        self.out.append(DONE_FRAME)
         return self.take()
 
 
-_KEEPALIVE = encode_comment("keep-alive")
-_EMPTY_FINISH = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+class Watch:
+    """Cancels the task that runs the block when the client goes away (the block's exception
+    is then swallowed and :attr:`gone` is True).
+
+    The watch is a task of its own, reading ``receive`` until ``http.disconnect``; when it sees
+    the client go, it cancels the block's task, as ``asyncio.timeout`` does when its time is
+    up. :meth:`disarm` ends the watch early (once the last byte is sent, what is left to do is
+    cleaning up, which must not be cut short).
+    """
+
+    __slots__ = ("_receive", "_task", "_watch", "gone")
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self._task: asyncio.Task[Any] | None = None
+        self._watch: asyncio.Future[None] | None = None
+        self.gone = False
+
+    async def __aenter__(self) -> Watch:
+        self._task = asyncio.current_task()
+        self._watch = asyncio.ensure_future(_disconnect(self._receive))
+        self._watch.add_done_callback(self._client_gone)
+        return self
+
+    def _client_gone(self, watch: asyncio.Future[None]) -> None:
+        if not watch.cancelled() and self._task is not None:
+            watch.exception()  # a receive that failed counts as the client gone
+            self.gone = True
+            self._task.cancel()
+
+    def disarm(self) -> None:
+        if self._watch is not None:
+            self._watch.remove_done_callback(self._client_gone)
+            self._watch.cancel()
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        self.disarm()
+        if not self.gone or self._task is None:
+            return False
+        # the cancellation was ours: take it back (one from anyone else goes on up)
+        return self._task.uncancel() == 0 and (
+            exc is None or isinstance(exc, asyncio.CancelledError)
+        )
+
+
+async def _disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+_EVENT_STREAM = b"text/event-stream"
+
+
+def _start(
+    status: int, headers: list[tuple[bytes, bytes]], media_type: bytes
+) -> HTTPResponseStartEvent:
+    return {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", media_type), *headers],
+    }
+
+
+def _body(body: bytes, *, more: bool = False) -> HTTPResponseBodyEvent:
+    return {"type": "http.response.body", "body": body, "more_body": more}
+
+
+def _answer_headers(answer: Answer) -> list[tuple[bytes, bytes]]:
+    """Which strategy answered, the node whose answer it is, and how many node attempts were
+    made to get it (for a decided answer, by every call before it)."""
+    headers = [(b"x-booagent-strategy", answer.strategy.encode())]
+    if answer.node:
+        live = answer.live
+        attempts = len(live.attempts) if live else sum(len(c.attempts) for c in answer.calls)
+        headers += [(b"x-booagent-node", answer.node.encode()),
+                    (b"x-booagent-attempts", str(attempts).encode())]  # fmt: skip
+    return headers
+
+
+def _frame(payload: Any) -> bytes:
+    """One ``data:`` frame of JSON (which never holds a raw newline, so one line always)."""
+    return b"data: " + msgspec.json.encode(payload) + b"\n\n"

@@ -1,8 +1,20 @@
 """Every error leaves the gateway as the OpenAI body ``{"error": {message, type, param, code}}``.
 
-One function renders :mod:`backends.errors` exceptions; the Litestar handlers below route the
-framework's own exceptions (unknown path, wrong method, body too large) and anything unexpected
-through it, so a client never sees another shape.
+The errors a client causes are this module's branch of the one tree rooted in
+:mod:`backends.errors`:
+
+    BooagentError                       (backends.errors)
+    └── ClientError                     the caller's fault; never retried
+        ├── InvalidRequest              400, names the offending ``param``
+        ├── AuthenticationFailed        401
+        ├── ModelNotFound               404
+        ├── RouteNotFound               404, no such endpoint
+        ├── MethodNotAllowed            405
+        └── BodyTooLarge                413
+
+One function renders any error of the tree; the Litestar handlers below route the framework's
+own exceptions (unknown path, wrong method, body too large) and anything unexpected through it,
+so a client never sees another shape.
 """
 
 from __future__ import annotations
@@ -10,18 +22,50 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import msgspec
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
+from litestar.types import Send
 
-from backends.errors import (
-    AllNodesFailed,
-    BodyTooLarge,
-    BooagentError,
-    ClientError,
-)
+from backends.errors import AllNodesFailed, BooagentError
 
 _log = structlog.get_logger("booagent.errors")
+
+
+class ClientError(BooagentError):
+    """The request is wrong; retrying it unchanged cannot help."""
+
+    status_code = 400
+    type = "invalid_request_error"
+
+
+class InvalidRequest(ClientError):
+    """A field is missing, malformed or out of range; ``param`` names it."""
+
+    code = "invalid_request"
+
+
+class AuthenticationFailed(ClientError):
+    """No or wrong API key."""
+
+    status_code = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class ModelNotFound(ClientError):
+    """The requested model is neither the virtual model nor a member."""
+
+    status_code = 404
+    code = "model_not_found"
+
+
+class BodyTooLarge(ClientError):
+    """The request body exceeds the configured limit."""
+
+    status_code = 413
+    code = "request_too_large"
 
 
 class RouteNotFound(ClientError):
@@ -56,6 +100,16 @@ def error_headers(exc: BooagentError) -> dict[str, str]:
     return headers
 
 
+async def send_error(send: Send, exc: BooagentError) -> None:
+    """The error as a whole HTTP response, sent on a bare ASGI ``send`` (for the gateway's
+    own ASGI code, which answers outside Litestar's exception handlers)."""
+    body = msgspec.json.encode(error_body(exc))
+    headers = [(k.encode(), v.encode()) for k, v in error_headers(exc).items()]
+    headers += [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
 def error_response(exc: BooagentError) -> Response[Any]:
     return Response(error_body(exc), status_code=exc.status_code, headers=error_headers(exc))
 
@@ -79,9 +133,7 @@ def _framework_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[
     if exc.status_code == 413:
         return error_response(BodyTooLarge("the request body is larger than the limit"))
     if exc.status_code < 500:
-        error = ClientError(str(exc.detail))
-        error.status_code = exc.status_code  # type: ignore[misc]
-        return error_response(error)
+        return error_response(ClientError(str(exc.detail), status_code=exc.status_code))
     return handle_unexpected(_, exc)
 
 

@@ -45,10 +45,6 @@ def _json_line(event: dict[str, Any], **_: Any) -> str:
     return msgspec.json.encode(event, enc_hook=repr).decode()
 
 
-def request_id_of(scope: Scope) -> str:
-    return str(scope.get("state", {}).get("request_id", ""))
-
-
 class RequestIdMiddleware:
     """Bind ``request_id`` for the request's logs and send it back as ``x-request-id``."""
 
@@ -78,7 +74,3 @@ def _incoming_id(scope: Scope) -> str | None:
             text = value.decode("latin-1")
             return text if _INCOMING_ID.match(text) else None
     return None
-
-
-def bind(**fields: Any) -> None:
-    structlog.contextvars.bind_contextvars(**fields)

@@ -13,8 +13,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from backends.errors import InvalidRequest
 from ensemble.base import NO_OPTIONS, Options
+from gateway.errors import InvalidRequest
 
 Unit = Annotated[float, msgspec.Meta(ge=0, le=1)]
 Penalty = Annotated[float, msgspec.Meta(ge=-2, le=2)]

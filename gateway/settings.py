@@ -21,7 +21,8 @@ from backends.errors import BooagentError
 from ensemble.classify import Kind
 from ensemble.config import StrategySettings
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "cluster.yaml"
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "defaults" / "cluster.yaml"
+"""The default cluster, shipped inside the package (``booagent init`` writes an editable copy)."""
 
 
 class ConfigError(BooagentError):
@@ -71,7 +72,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
-    """Read the config file (default ``config/cluster.yaml``) and apply the environment."""
+    """Read the config file (default: the packaged default cluster) and apply the environment."""
     raw = _read_yaml(path or DEFAULT_CONFIG)
     _apply_env(raw, environ or {})
     try:

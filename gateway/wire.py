@@ -1,8 +1,8 @@
 """OpenAI response shapes: chunks rewritten for the client.
 
 Every chunk of one answer carries the same ``id``, the model name the client asked for (never
-a node's file path), and the first delta has ``role: assistant``. Whole answers are assembled
-by :class:`backends.collect.Accumulator`.
+a node's file path), and the first delta has ``role: assistant``. A whole answer is built from
+what :class:`backends.collect.Accumulator` gathered.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backends.base import Chunk
+from backends.collect import Accumulator
 
 _CHUNK_FIELDS_DROPPED = ("usage", "id", "model", "created", "object")
 
@@ -56,3 +57,23 @@ def _with_role(choice: Any) -> Any:
 
 def usage_chunk(identity: Identity, usage: Mapping[str, int]) -> dict[str, Any]:
     return {**identity.head("chat.completion.chunk"), "choices": [], "usage": dict(usage)}
+
+
+def completion(identity: Identity, acc: Accumulator, usage: Mapping[str, int]) -> dict[str, Any]:
+    """The whole ``chat.completion`` object."""
+    message: dict[str, Any] = {"role": "assistant", "content": acc.text}
+    if acc.reasoning:
+        message["reasoning_content"] = "".join(acc.reasoning)
+    if acc.tool_calls:
+        message["tool_calls"] = acc.calls()
+        message["content"] = acc.text or None
+    choice: dict[str, Any] = {
+        "index": 0,
+        "message": message,
+        "finish_reason": acc.finish_reason or "stop",
+        "logprobs": {"content": acc.logprobs} if acc.logprobs else None,
+    }
+    body = {**identity.head("chat.completion"), "choices": [choice], "usage": dict(usage)}
+    if acc.timings:
+        body["timings"] = acc.timings
+    return body

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from backends.admission import Admission
-from backends.base import ChatRequest, Chunk, Served
+from backends.base import ChatRequest, Chunk, Reply
 from backends.config import Breaker, Member, Node, Policies
 from backends.errors import NodeError
 from backends.health import HealthTracker
@@ -23,7 +23,7 @@ from backends.http import Probe
 from backends.node import ManagedNode
 from backends.pool import Pool
 
-Reply = str | Callable[[ChatRequest], str]
+ReplyText = str | Callable[[ChatRequest], str]
 
 
 def content_chunk(text: str, finish: str | None = None) -> Chunk:
@@ -48,7 +48,7 @@ class FakeNode:
     node's chunks arrive in one network read."""
 
     name: str
-    reply: Reply = "hello"
+    reply: ReplyText = "hello"
     fail_before: NodeError | None = None
     fail_after: NodeError | None = None
     delay: float = 0.0
@@ -61,14 +61,12 @@ class FakeNode:
         return Probe("ready", kind="llama_cpp_server", slots=1)
 
     @asynccontextmanager
-    async def stream(
-        self, request: ChatRequest, served: Served
-    ) -> AsyncIterator[AsyncIterator[Chunk]]:
+    async def stream(self, request: ChatRequest) -> AsyncIterator[Reply]:
         self.requests.append(request)
         if self.fail_before is not None:
             raise self.fail_before
         try:
-            yield self._chunks(request)
+            yield Reply(self._chunks(request), self.name, "", attempts=(self.name,))
         finally:
             self.closed += 1
 

@@ -177,14 +177,23 @@ class TestBeforeTheFirstToken:
             raw = ask(client)
         assert raw.parse().choices[0].message.content == "hello from b"
 
+    def test_a_whole_answer_without_done_after_its_finish_is_taken(self) -> None:
+        """A node that ends its stream cleanly after the finishing chunk but sends no [DONE]
+        gave a complete answer: it is not asked of another node."""
+        bad, good = FaultServer("a", Scenario.NO_DONE), FaultServer("b")
+        with cluster(bad, good) as client:
+            raw = ask(client)
+        assert raw.parse().choices[0].message.content == "hello from a"
+        assert raw.headers["x-booagent-attempts"] == "1" and good.requests == 0
+
 
 class TestAfterTheFirstToken:
     """Once a stream has started, a failure ends it with an error, never a clean end."""
 
     @pytest.mark.parametrize(
-        "scenario", [Scenario.CUT, Scenario.STALL, Scenario.MALFORMED, Scenario.NO_DONE,
-                     Scenario.ERROR_FRAME],
-    )  # fmt: skip
+        "scenario",
+        [Scenario.CUT, Scenario.STALL, Scenario.MALFORMED, Scenario.ERROR_FRAME],
+    )
     def test_stream_failure_raises_in_the_client(self, scenario: Scenario) -> None:
         bad = FaultServer("a", scenario, token_interval=0.05)
         good = FaultServer("b")
@@ -197,6 +206,14 @@ class TestAfterTheFirstToken:
         assert raw.headers["x-booagent-node"] == "a"
         assert received.startswith("hello")
         assert "failed after the answer began" in str(caught.value)
+
+    def test_a_stream_without_done_after_its_finish_is_complete(self) -> None:
+        """Ending cleanly after the finishing chunk without [DONE] is a complete answer: the
+        client gets the whole text, the finish reason and [DONE]."""
+        bad = FaultServer("a", Scenario.NO_DONE, token_interval=0.05)
+        with cluster(bad) as client:
+            text, finish, node = stream_text(client)
+        assert (text, finish, node) == ("hello from a", "stop", "a")
 
     def test_stream_error_frame_and_no_done(self) -> None:
         """On the wire: the last frame is an `error` object and `[DONE]` never comes."""

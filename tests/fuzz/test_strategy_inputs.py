@@ -16,13 +16,13 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from backends.base import Chunk
-from backends.errors import InvalidRequest
 from ensemble.candidates import Candidate
 from ensemble.cascade import structural_signal
 from ensemble.checks import Checker
 from ensemble.classify import Kind, classify
 from ensemble.instructions import failed_checks
 from ensemble.signals import json_matches
+from gateway.errors import InvalidRequest
 from gateway.schema import parse_chat
 from tests.fakes import content_chunk
 

@@ -7,20 +7,9 @@ from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
-from openai.types.chat import ChatCompletion
 
 from backends.base import Chunk
 from backends.collect import Accumulator, estimate_prompt_tokens
-
-
-class Head:
-    """Names the answer, as ``gateway.wire.Identity`` does."""
-
-    def head(self, kind: str) -> dict[str, Any]:
-        return {"id": "chatcmpl-test", "object": kind, "created": 1700000000, "model": "booagent"}
-
-
-IDENTITY = Head()
 
 
 def node_chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> Chunk:
@@ -55,53 +44,7 @@ def accumulate(*chunks: Chunk, prompt_estimate: int = 0) -> Accumulator:
     return accumulator
 
 
-class TestAccumulator:
-    def test_assembles_text_and_finish_reason(self) -> None:
-        """Content deltas join into the message; the last finish reason is kept."""
-        answer = accumulate(
-            node_chunk({"role": "assistant"}),
-            node_chunk({"content": "Hel"}),
-            node_chunk({"content": "lo"}),
-            node_chunk({}, finish="length"),
-        ).completion(IDENTITY)
-        ChatCompletion.model_validate(answer)
-        assert answer["id"] == "chatcmpl-test"
-        assert answer["model"] == "booagent"
-        assert answer["object"] == "chat.completion"
-        assert answer["choices"][0]["message"] == {"role": "assistant", "content": "Hello"}
-        assert answer["choices"][0]["finish_reason"] == "length"
-
-    def test_finish_reason_defaults_to_stop(self) -> None:
-        """A node that never says why it stopped finished normally."""
-        answer = accumulate(node_chunk({"content": "x"})).completion(IDENTITY)
-        assert answer["choices"][0]["finish_reason"] == "stop"
-
-    def test_merges_tool_call_fragments_by_index(self) -> None:
-        """Streamed tool-call pieces are joined per index, in index order."""
-        answer = accumulate(
-            tool_fragment(1, id="call_b", name="get_time", arguments="{}"),
-            tool_fragment(0, id="call_a", name="get_weather"),
-            tool_fragment(0, arguments='{"city": '),
-            tool_fragment(0, arguments='"Paris"}'),
-            node_chunk({}, finish="tool_calls"),
-        ).completion(IDENTITY)
-        ChatCompletion.model_validate(answer)
-        message = answer["choices"][0]["message"]
-        assert message["content"] is None
-        assert message["tool_calls"] == [
-            {
-                "id": "call_a",
-                "type": "function",
-                "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
-            },
-            {
-                "id": "call_b",
-                "type": "function",
-                "function": {"name": "get_time", "arguments": "{}"},
-            },
-        ]
-        assert answer["choices"][0]["finish_reason"] == "tool_calls"
-
+class TestToolCalls:
     @given(
         calls=st.lists(st.text(max_size=30), min_size=1, max_size=3),
         data=st.data(),
@@ -122,32 +65,10 @@ class TestAccumulator:
         while any(queues):
             pending = [q for q in queues if q]
             accumulator.add(data.draw(st.sampled_from(pending)).pop(0))
-        merged = accumulator.completion(IDENTITY)["choices"][0]["message"]["tool_calls"]
+        merged = accumulator.calls()
         assert [c["function"]["arguments"] for c in merged] == calls
         assert [c["id"] for c in merged] == [f"call_{i}" for i in range(len(calls))]
         assert [c["function"]["name"] for c in merged] == [f"f{i}" for i in range(len(calls))]
-
-    def test_reasoning_logprobs_and_timings_are_kept(self) -> None:
-        """Reasoning text, token logprobs and llama.cpp timings reach the whole answer."""
-        token = {"token": "a", "logprob": -0.1, "bytes": [97], "top_logprobs": []}
-        chunk = Chunk(
-            {
-                "choices": [
-                    {
-                        "index": 0,
-                        "delta": {"content": "a"},
-                        "logprobs": {"content": [token]},
-                        "finish_reason": None,
-                    }
-                ],
-                "timings": {"predicted_per_second": 12.5},
-            }
-        )
-        answer = accumulate(node_chunk({"reasoning_content": "hmm"}), chunk).completion(IDENTITY)
-        ChatCompletion.model_validate(answer)
-        assert answer["choices"][0]["message"]["reasoning_content"] == "hmm"
-        assert answer["choices"][0]["logprobs"] == {"content": [token]}
-        assert answer["timings"] == {"predicted_per_second": 12.5}
 
 
 class TestUsage:

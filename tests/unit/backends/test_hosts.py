@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from backends.admission import Admission
-from backends.base import ChatRequest, Chunk, Served
+from backends.base import ChatRequest, Chunk, Reply
 from backends.build import build_pool
 from backends.config import Host, Member, Node, Policies, Timeouts
 from backends.errors import AllNodesFailed, QueueTimeout
@@ -45,12 +45,11 @@ class GatedNode(FakeNode):
             self.active -= 1
 
 
-async def answer(pool: Pool, request: ChatRequest = CHAT) -> Served:
-    served = Served()
-    async with pool.stream(request, served) as chunks:
-        async for _ in chunks:
+async def answer(pool: Pool, request: ChatRequest = CHAT) -> Reply:
+    async with pool.stream(request) as reply:
+        async for _ in reply:
             pass
-    return served
+    return reply
 
 
 async def until(check: Any) -> None:
@@ -71,8 +70,8 @@ async def test_two_nodes_on_one_host_take_turns() -> None:
     a.gate.set()
     b.gate.set()
     await first
-    served = await second
-    assert served.queue_wait > 0 and served.node == "b"
+    reply = await second
+    assert reply.queue_wait > 0 and reply.node == "b"
     assert host.in_flight == 0 and host.queued == 0
 
 
@@ -80,10 +79,13 @@ async def test_nodes_on_other_hosts_run_side_by_side() -> None:
     a, b = GatedNode("a"), GatedNode("b")
     pool = fake_pool([(a, SMALL), (b, SMALL)], hosts={"a": Admission(1), "b": Admission(1)})
     tasks = [asyncio.create_task(answer(pool)) for _ in range(2)]
-    await until(lambda: a.active == 1 and b.active == 1)
+    await until(lambda: a.active + b.active == 2)
+    assert (a.active, b.active) == (1, 1), "both run at once, neither waits for the other"
     a.gate.set()
     b.gate.set()
-    await asyncio.gather(*tasks)
+    replies = await asyncio.gather(*tasks)
+    assert sorted(r.node for r in replies) == ["a", "b"]
+    assert all(r.queue_wait < 0.05 for r in replies)
 
 
 async def test_selection_prefers_a_node_whose_host_is_idle() -> None:

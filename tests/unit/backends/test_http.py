@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from backends.base import ChatRequest, Chunk, Served
+from backends.base import ChatRequest, Chunk
 from backends.build import node_session
 from backends.config import Node, Timeouts
 from backends.errors import (
@@ -90,8 +90,8 @@ async def node_at(url: str, **timeouts: float) -> AsyncIterator[HttpNode]:
 
 
 async def read(node: HttpNode) -> list[Chunk]:
-    async with node.stream(REQUEST, Served()) as chunks:
-        return [chunk async for chunk in chunks]
+    async with node.stream(REQUEST) as reply:
+        return [chunk async for chunk in reply]
 
 
 async def collect(script: Script, **timeouts: float) -> list[Chunk]:
@@ -283,8 +283,8 @@ class TestStream:
         """Leaving the block mid-stream closes the connection: the node sees its client go."""
         script = stream(frame(content("a")), frame(content("b")), math.inf)
         async with http_node({CHAT: script}) as (node, server):
-            async with node.stream(REQUEST, Served()) as chunks:
-                async for _ in chunks:
+            async with node.stream(REQUEST) as reply:
+                async for _ in reply:
                     break
             await until(lambda: server.abandoned == 1)
 
@@ -297,9 +297,16 @@ class TestStream:
             await until(lambda: server.abandoned == 1)
 
     async def test_stream_without_done_is_a_protocol_error(self) -> None:
-        """A stream that ends without [DONE] was cut off: NodeProtocolError."""
+        """A stream that ends without [DONE] before any finish_reason was cut off."""
         with pytest.raises(NodeProtocolError, match="without \\[DONE\\]"):
             await collect(stream(frame(content("a"))))
+
+    async def test_stream_ending_after_its_finish_reason_is_complete(self) -> None:
+        """A stream that ends without [DONE] after the chunk with its finish_reason is whole."""
+        finished = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        chunks = await collect(stream(frame(content("a")), frame(finished)))
+        assert [c.content for c in chunks] == ["a", ""]
+        assert chunks[-1].finish_reason == "stop"
 
     @pytest.mark.parametrize("payload", ["{not json", "[1, 2]", '"text"'])
     async def test_malformed_chunk_is_a_protocol_error(self, payload: str) -> None:

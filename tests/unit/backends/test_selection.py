@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from backends.admission import Admission
-from backends.base import ChatRequest, Chunk, Served
+from backends.base import ChatRequest, Reply
 from backends.config import Breaker, Member, Node
 from backends.health import HealthTracker
 from backends.http import Probe
@@ -30,9 +30,7 @@ class SilentBackend:
     name = "silent"
 
     @asynccontextmanager
-    async def stream(
-        self, request: ChatRequest, served: Served
-    ) -> AsyncIterator[AsyncIterator[Chunk]]:
+    async def stream(self, request: ChatRequest) -> AsyncIterator[Reply]:
         raise AssertionError("selection must not talk to nodes")
         yield
 

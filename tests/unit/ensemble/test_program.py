@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backends.base import ChatRequest, Served
+from backends.base import ChatRequest
 from backends.config import Member
 from backends.errors import BooagentError, NodeUnreachable
-from ensemble.base import Options
+from ensemble.base import Answer, Context, Options
 from ensemble.classify import Kind
 from ensemble.config import ProgramSettings
 from ensemble.program import INSTRUCTION, Program, presented
@@ -41,7 +41,7 @@ def program(*nodes: FakeNode, **settings: Any) -> Program:
     pool = fake_pool(list(zip(nodes, members, strict=True)))
     names = tuple(m.name for m in members)
     router = Router(pool, {Kind.GENERAL: names, Kind.MATH: names}, names)
-    return Program(pool, ProgramSettings(**settings), router, names, keepalive_seconds=0.05)
+    return Program(pool, ProgramSettings(**settings), router, names)
 
 
 def prose_or_code(code: str, prose: str) -> Any:
@@ -54,24 +54,29 @@ def prose_or_code(code: str, prose: str) -> Any:
     return reply
 
 
-async def run(strategy: Program, body: dict[str, Any], options: Options | None = None) -> Any:
-    served = Served()
-    text, keepalives, usage = "", 0, None
-    async with strategy(ChatRequest(body), served, options or Options()) as chunks:
-        async for chunk in chunks:
-            keepalives += chunk.keepalive
+async def run(
+    strategy: Program, body: dict[str, Any], options: Options | None = None
+) -> tuple[str, Answer, Any]:
+    """The text the client would see, the answer, and the usage its chunks carried."""
+    text, usage = "", None
+    async with strategy(Context.of(body, options=options or Options())) as answer:
+        async for chunk in answer.chunks:
             text += chunk.content
             usage = chunk.usage or usage
-    return text, served, keepalives, usage
+    return text, answer, usage
+
+
+def outcomes(answer: Answer) -> list[str]:
+    return [c.outcome for c in answer.every_call()]
 
 
 class TestProgram:
     async def test_the_answer_shows_the_program_its_output_and_the_number_last(self) -> None:
-        text, served, _, _ = await run(program(FakeNode("w", reply=GOOD)), MATH_Q)
+        text, answer, _ = await run(program(FakeNode("w", reply=GOOD)), MATH_Q)
         assert "print(apples - given)" in text and "Output: `7`" in text
         assert text.splitlines()[-1] == "7"
-        assert served.decision["answer"] == "7" and not served.decision["fallback"]
-        assert served.node == "w" and served.calls[0]["outcome"] == "ran"
+        assert answer.why["answer"] == "7" and not answer.why["fallback"]
+        assert answer.node == "w" and outcomes(answer)[0] == "ran"
 
     async def test_the_member_is_asked_for_a_program_for_the_last_user_message(self) -> None:
         writer = FakeNode("w", reply=GOOD)
@@ -88,53 +93,48 @@ class TestProgram:
         assert writer.requests[0].body["max_tokens"] == 64
 
     async def test_usage_is_the_program_calls(self) -> None:
-        _, _, _, usage = await run(program(FakeNode("w", reply=GOOD)), MATH_Q)
+        _, _, usage = await run(program(FakeNode("w", reply=GOOD)), MATH_Q)
         assert usage["completion_tokens"] == len(GOOD.split(" "))
 
     async def test_a_failing_program_falls_back_to_the_answer_as_asked(self) -> None:
         broken = "```python\nprint(apples - 5)\n```"
         writer = FakeNode("w", reply=prose_or_code(broken, "Seven apples are left: 7"))
-        text, served, _, _ = await run(program(writer), MATH_Q)
+        text, answer, _ = await run(program(writer), MATH_Q)
         assert text == "Seven apples are left: 7"
-        assert served.decision["fallback"] and "NameError" in served.decision["why"]
-        assert [c["outcome"] for c in served.calls] == ["rejected", "fallback"]
+        assert answer.why["fallback"] and "NameError" in answer.why["why"]
+        assert outcomes(answer) == ["rejected", "fallback"]
         assert writer.requests[1].body == MATH_Q, "the fallback gets the request as sent"
-        assert served.extra_usage["completion_tokens"] == len(broken.split(" "))
+        assert answer.unseen["completion_tokens"] == len(broken.split(" "))
 
     async def test_a_refused_program_never_runs_and_falls_back(self) -> None:
         escape = "```python\nimport os\nprint(os.system('true'))\n```"
         writer = FakeNode("w", reply=prose_or_code(escape, "7"))
-        text, served, _, _ = await run(program(writer), MATH_Q)
-        assert text == "7" and "imports 'os'" in served.decision["why"]
+        text, answer, _ = await run(program(writer), MATH_Q)
+        assert text == "7" and "imports 'os'" in answer.why["why"]
 
     async def test_a_declined_question_falls_back(self) -> None:
         """A member that finds nothing to compute says SKIP; the question is answered as asked."""
         writer = FakeNode("w", reply=prose_or_code("SKIP", "Run a little faster each week."))
-        text, served, _, _ = await run(program(writer), MATH_Q)
+        text, answer, _ = await run(program(writer), MATH_Q)
         assert text == "Run a little faster each week."
-        assert served.calls[0]["outcome"] == "declined" and served.decision["fallback"]
+        assert outcomes(answer)[0] == "declined" and answer.why["fallback"]
 
     async def test_a_program_that_prints_no_number_falls_back(self) -> None:
         writer = FakeNode("w", reply=prose_or_code("```python\nprint('many')\n```", "7"))
-        _, served, _, _ = await run(program(writer), MATH_Q)
-        assert served.decision["why"] == "the program printed no number"
+        _, answer, _ = await run(program(writer), MATH_Q)
+        assert answer.why["why"] == "the program printed no number"
 
     async def test_a_failed_call_goes_to_the_next_writer(self) -> None:
         down = FakeNode("w", fail_before=NodeUnreachable("w", "refused"))
         other = FakeNode("o", reply=GOOD)
-        text, served, _, _ = await run(program(down, other), MATH_Q)
-        assert text.endswith("\n7") and served.decision["writers"] == ["writer", "other"]
-        assert [c["outcome"] for c in served.calls] == ["failed", "ran"]
+        text, answer, _ = await run(program(down, other), MATH_Q)
+        assert text.endswith("\n7") and answer.why["writers"] == ["writer", "other"]
+        assert outcomes(answer) == ["failed", "ran"]
 
     async def test_the_request_may_name_the_writers(self) -> None:
         first, second = FakeNode("w", reply=GOOD), FakeNode("o", reply=GOOD)
         await run(program(first, second), MATH_Q, Options(members=("other",)))
         assert first.requests == [] and len(second.requests) == 1
-
-    async def test_keepalives_flow_while_the_program_is_written(self) -> None:
-        writer = FakeNode("w", reply=GOOD, delay=0.03)
-        _, _, keepalives, _ = await run(program(writer), MATH_Q)
-        assert keepalives >= 1
 
 
 class TestPresented:
@@ -185,9 +185,9 @@ class TestBound:
             for name, outcome in (("w", first), ("o", second))
         ]
         try:
-            text, served, _, _ = await run(program(*nodes), MATH_Q)
+            text, answer, _ = await run(program(*nodes), MATH_Q)
         except BooagentError:
             assert first == second == "down"
             return
-        assert len(served.calls) <= 3
+        assert len(answer.every_call()) <= 3
         assert text == "prose answer 7" or text.splitlines()[-1] == "7"

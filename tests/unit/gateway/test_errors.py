@@ -26,11 +26,13 @@ Maker = Callable[[str], BooagentError]
 
 MAKERS: dict[type[BooagentError], Maker] = {
     errors.BooagentError: errors.BooagentError,
-    errors.ClientError: errors.ClientError,
-    errors.InvalidRequest: lambda m: errors.InvalidRequest(m, param="messages[0].role"),
-    errors.AuthenticationFailed: errors.AuthenticationFailed,
-    errors.ModelNotFound: lambda m: errors.ModelNotFound(m, param="model"),
-    errors.BodyTooLarge: errors.BodyTooLarge,
+    gateway_errors.ClientError: gateway_errors.ClientError,
+    gateway_errors.InvalidRequest: lambda m: gateway_errors.InvalidRequest(
+        m, param="messages[0].role"
+    ),
+    gateway_errors.AuthenticationFailed: gateway_errors.AuthenticationFailed,
+    gateway_errors.ModelNotFound: lambda m: gateway_errors.ModelNotFound(m, param="model"),
+    gateway_errors.BodyTooLarge: gateway_errors.BodyTooLarge,
     errors.CapacityError: lambda m: errors.CapacityError(m, retry_after=2.5),
     errors.QueueTimeout: lambda m: errors.QueueTimeout(m, retry_after=0.2),
     errors.NoNodeAvailable: lambda m: errors.NoNodeAvailable(m, retry_after=2),
@@ -175,7 +177,7 @@ class TestHeaders:
         """A node overload that gave no hint invents none."""
         assert "retry-after" not in error_headers(errors.NodeOverloaded("n1", "busy"))
 
-    @pytest.mark.parametrize("cls", [errors.InvalidRequest, errors.StreamInterrupted])
+    @pytest.mark.parametrize("cls", [gateway_errors.InvalidRequest, errors.StreamInterrupted])
     def test_other_errors_have_no_retry_headers(self, cls: type[BooagentError]) -> None:
         """Errors that waiting cannot fix carry neither header."""
         assert error_headers(cls("x")) == {}

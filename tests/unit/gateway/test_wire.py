@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from openai.types.chat import ChatCompletionChunk
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from backends.base import Chunk
-from gateway.wire import Identity, client_chunk, usage_chunk
+from backends.collect import Accumulator
+from gateway.wire import Identity, client_chunk, completion, usage_chunk
 
 IDENTITY = Identity(model="booagent", id="chatcmpl-test", created=1700000000)
 
@@ -25,6 +26,98 @@ def node_chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -
             **extra,
         }
     )
+
+
+def tool_fragment(index: int, *, id: str = "", name: str = "", arguments: str = "") -> Chunk:
+    call: dict[str, Any] = {"index": index, "function": {}}
+    if id:
+        call |= {"id": id, "type": "function"}
+    if name:
+        call["function"]["name"] = name
+    if arguments:
+        call["function"]["arguments"] = arguments
+    return node_chunk({"tool_calls": [call]})
+
+
+def accumulate(*chunks: Chunk) -> Accumulator:
+    accumulator = Accumulator()
+    for chunk in chunks:
+        accumulator.add(chunk)
+    return accumulator
+
+
+class TestCompletion:
+    def test_assembles_text_and_finish_reason(self) -> None:
+        """Content deltas join into the message; the last finish reason is kept."""
+        acc = accumulate(
+            node_chunk({"role": "assistant"}),
+            node_chunk({"content": "Hel"}),
+            node_chunk({"content": "lo"}),
+            node_chunk({}, finish="length"),
+        )
+        answer = completion(IDENTITY, acc, acc.usage())
+        ChatCompletion.model_validate(answer)
+        assert answer["id"] == "chatcmpl-test"
+        assert answer["model"] == "booagent"
+        assert answer["object"] == "chat.completion"
+        assert answer["choices"][0]["message"] == {"role": "assistant", "content": "Hello"}
+        assert answer["choices"][0]["finish_reason"] == "length"
+
+    def test_finish_reason_defaults_to_stop(self) -> None:
+        """A node that never says why it stopped finished normally."""
+        acc = accumulate(node_chunk({"content": "x"}))
+        answer = completion(IDENTITY, acc, acc.usage())
+        assert answer["choices"][0]["finish_reason"] == "stop"
+
+    def test_merges_tool_call_fragments_by_index(self) -> None:
+        """Streamed tool-call pieces are joined per index, in index order."""
+        acc = accumulate(
+            tool_fragment(1, id="call_b", name="get_time", arguments="{}"),
+            tool_fragment(0, id="call_a", name="get_weather"),
+            tool_fragment(0, arguments='{"city": '),
+            tool_fragment(0, arguments='"Paris"}'),
+            node_chunk({}, finish="tool_calls"),
+        )
+        answer = completion(IDENTITY, acc, acc.usage())
+        ChatCompletion.model_validate(answer)
+        message = answer["choices"][0]["message"]
+        assert message["content"] is None
+        assert message["tool_calls"] == [
+            {
+                "id": "call_a",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+            },
+            {
+                "id": "call_b",
+                "type": "function",
+                "function": {"name": "get_time", "arguments": "{}"},
+            },
+        ]
+        assert answer["choices"][0]["finish_reason"] == "tool_calls"
+
+    def test_reasoning_logprobs_and_timings_are_kept(self) -> None:
+        """Reasoning text, token logprobs and llama.cpp timings reach the whole answer."""
+        token = {"token": "a", "logprob": -0.1, "bytes": [97], "top_logprobs": []}
+        chunk = Chunk(
+            {
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"content": "a"},
+                        "logprobs": {"content": [token]},
+                        "finish_reason": None,
+                    }
+                ],
+                "timings": {"predicted_per_second": 12.5},
+            }
+        )
+        acc = accumulate(node_chunk({"reasoning_content": "hmm"}), chunk)
+        answer = completion(IDENTITY, acc, acc.usage())
+        ChatCompletion.model_validate(answer)
+        assert answer["choices"][0]["message"]["reasoning_content"] == "hmm"
+        assert answer["choices"][0]["logprobs"] == {"content": [token]}
+        assert answer["timings"] == {"predicted_per_second": 12.5}
 
 
 class TestClientChunk:

@@ -1,0 +1,92 @@
+"""What a request did: the answer's ``booagent`` object and the request's one log line.
+
+Both are built at the end of a request from the values the strategy returned (its
+:class:`ensemble.base.Answer`: the calls it made, why it chose, the node reply it streamed)
+and from what the gateway measured while relaying (the streamed call's latency and tokens).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from backends.collect import Accumulator
+from backends.errors import AllNodesFailed, BooagentError
+from ensemble.base import Answer, Call, Usage, added
+
+CLIENT_CLOSED = 499
+_log = structlog.get_logger("booagent.request")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one request ended. ``answer`` and ``calls`` are there when a strategy answered
+    (``calls`` includes the streamed node call); ``failures`` name the failed node attempts of
+    a request that got no answer."""
+
+    status: int
+    error: str | None = None
+    answer: Answer | None = None
+    calls: tuple[Call, ...] = ()
+    usage: Usage | None = None
+    first_token: float | None = None
+    failures: tuple[str, ...] = ()
+
+    @classmethod
+    def failed(cls, error: BooagentError, first_token: float | None = None) -> Outcome:
+        failed = error.failures if isinstance(error, AllNodesFailed) else []
+        names = tuple(f"{f.node}: {f.reason}" for f in failed)
+        return cls(error.status_code, error.message, first_token=first_token, failures=names)
+
+
+def calls_of(answer: Answer, acc: Accumulator, latency: float) -> tuple[Call, ...]:
+    """Every call of the answer, the streamed one with what was measured relaying it."""
+    return answer.every_call(latency=latency, tokens=acc.usage()["completion_tokens"])
+
+
+def usage_of(answer: Answer, acc: Accumulator) -> dict[str, int]:
+    """Tokens of every member call the request caused, not only the answer's."""
+    return added(acc.usage(), answer.unseen)
+
+
+def booagent(
+    answer: Answer, calls: tuple[Call, ...], *, kind: str, requested: str, explain: bool = False
+) -> dict[str, Any]:
+    """The answer's ``booagent`` object: the strategy, the kind of request, who answered,
+    every call with its node, attempts, failures, queue wait, latency and tokens, and why."""
+    return {
+        "strategy": answer.strategy,
+        "requested": requested,
+        "kind": kind,
+        "node": answer.node,
+        "attempts": sum(len(c.attempts) for c in calls),
+        "failures": [f for c in calls for f in c.failures],
+        **answer.why,
+        "calls": [c.as_dict() for c in calls],
+    }
+
+
+def log_request(
+    outcome: Outcome, *, model: str, strategy: str, kind: str, stream: bool, total: float
+) -> None:
+    """The request's one log line."""
+    answer, calls, usage = outcome.answer, outcome.calls, outcome.usage
+    _log.info(
+        "chat_completion",
+        status=outcome.status,
+        model=model,
+        strategy=strategy if answer is None else answer.strategy,
+        kind=kind,
+        stream=stream,
+        node=None if answer is None else answer.node,
+        attempts=sum(len(c.attempts) for c in calls) or len(outcome.failures),
+        failures=[f for c in calls for f in c.failures] or list(outcome.failures),
+        queue_wait_s=round(sum(c.queue_wait for c in calls), 4),
+        ttft_s=None if outcome.first_token is None else round(outcome.first_token, 4),
+        total_s=round(total, 4),
+        tokens_in=usage["prompt_tokens"] if usage else None,
+        tokens_out=usage["completion_tokens"] if usage else None,
+        error=outcome.error,
+    )
