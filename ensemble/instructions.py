@@ -50,7 +50,9 @@ _FEWER_WORDS = re.compile(r"\b(?:fewer|less) than (\d+) words\b", re.I)
 _AT_MOST_WORDS = re.compile(r"\bat most (\d+) words\b", re.I)
 _LIST_ASKED = re.compile(r"\b(?:numbered|bulleted) list\b|\bbullet\b")
 _LIST_COUNT = re.compile(rf"\bexactly {_N}\b|\blist of (?:exactly )?{_N}\b|^\w+ {_N}\b")
-_LIST_ITEMS = re.compile(rf"\b{_N} (?:\w+ )?(?:items|steps|tips|fruits|vegetables)\b")
+# When a list is asked, its size is the number before a plural noun ("three reasons", "5
+# short tips"), with at most one word between.
+_LIST_ITEMS = re.compile(rf"\b{_N} (?:[a-z-]+ )?[a-z]{{2,}}s\b")
 _LOWER_ASKED = re.compile(r"\b(?:all |only |entirely in )?lowercase\b")
 _UPPER_ASKED = re.compile(r"\ball capital letters\b|\ball caps\b|\buppercase\b")
 _CHOICE = re.compile(r"\banswer with only (\w+) or (\w+)\b", re.I)
@@ -194,7 +196,7 @@ def _line_checks(prompt: str) -> list[Check]:
 
 
 def _csv_checks(prompt: str) -> list[Check]:
-    """A count stated on one line: "5 fruits, comma-separated" or "comma-separated ... 5".
+    """A count stated on one line: "5 colours, comma-separated" or "comma-separated ... 5".
     Read line by line in linear time (a prompt is untrusted; one regex with two ``.*`` was
     quadratic)."""
     for line in prompt.split("\n"):

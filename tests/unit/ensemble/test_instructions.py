@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ensemble.instructions import broken_rules, failed_checks
+from ensemble.instructions import broken_rules, failed_checks, instruction_checks
 
 CASES = [
     ("Describe the ocean in exactly five words.", "Vast blue deep salty waves.", []),
@@ -23,7 +23,9 @@ CASES = [
     ("Name exactly four colors as a comma-separated list.", "red, green, blue, pink", []),
     ("Name exactly four colors as a comma-separated list.", "red, green", ["csv==4"]),
     ("Give the steps as a numbered list of exactly 3 steps.", "1. a\n2. b\n3. c", []),
-    ("List three fruits as a bulleted list.", "- apple\n- pear", ["list_items==3"]),
+    ("Name three planets as a bulleted list.", "- Mars\n- Venus", ["list_items==3"]),
+    ("Give 4 short reasons as a numbered list.", "1. a\n2. b\n3. c\n4. d", []),
+    ("Give 4 short reasons as a numbered list.", "1. a\n2. b", ["list_items==4"]),
     ("Start your reply with 'Answer:' and name a city.", "Answer: Paris", []),
     ("End your reply with the exact phrase 'Bye!'", "Hello. Bye!", []),
     ("Write two sentences without using any commas.", "One, two.", ["no_commas"]),
@@ -53,6 +55,12 @@ CASES = [
         ["no_code_block"],
     ),
 ]
+
+
+def test_a_list_without_a_count_is_not_counted() -> None:
+    """A numbered list asked with no number of items gets no item count to keep."""
+    checks = instruction_checks("Describe your plan as a numbered list.")
+    assert not [c for c in checks if c.name.startswith("list_items")]
 
 
 @pytest.mark.parametrize(("prompt", "answer", "failed"), CASES)
