@@ -5,6 +5,10 @@ hash), and the sampling settings. Only successful answers are stored; a failed r
 asked again next time. Scores are not stored: they are recomputed from the answer, so a fixed
 checker re-scores old answers for free.
 
+The file's schema version is SQLite's ``user_version``. Version 1 added the answer's tool
+calls; a version 0 file (no ``tool_calls`` column) gains the column on open, and its answers
+load with no calls, which is what they had.
+
 A fitting script reads member outputs directly::
 
     with Cache(DEFAULT_CACHE) as cache:
@@ -40,11 +44,17 @@ CREATE TABLE IF NOT EXISTS answers (
     metadata TEXT,
     finish_reason TEXT,
     created REAL NOT NULL,
+    tool_calls TEXT,
     PRIMARY KEY (model, item_id, prompt_hash, max_tokens, temperature, seed)
 )
 """
 _KEY_COLUMNS = "model, item_id, prompt_hash, max_tokens, temperature, seed"
-_VALUE_COLUMNS = "answer, latency, usage, node, strategy, metadata, finish_reason"
+_VALUE_COLUMNS = "answer, latency, usage, node, strategy, metadata, finish_reason, tool_calls"
+SCHEMA_VERSION = 1
+
+
+class CacheError(Exception):
+    """A cache file this version cannot read (written by a newer one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +70,22 @@ class Key:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One tool call of an answer as the SDK returned it: the tool's name and its arguments,
+    JSON text kept verbatim (arguments that do not parse are the model's, for the scorer)."""
+
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
 class Answer:
     """One model answer as the gateway returned it.
 
     ``latency`` is the client-side wall time in seconds; ``node`` and ``strategy`` come from
     the ``x-booagent-node`` / ``x-booagent-strategy`` headers; ``metadata`` is the response
-    body's ``booagent`` object, when the gateway sent one.
+    body's ``booagent`` object, when the gateway sent one; ``tool_calls`` are the calls the
+    answer made, in order.
     """
 
     text: str
@@ -75,6 +95,7 @@ class Answer:
     strategy: str | None = None
     metadata: dict[str, Any] | None = None
     finish_reason: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 def _dump(value: Any) -> str | None:
@@ -92,8 +113,11 @@ class Cache:
         self.path = Path(path).expanduser()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path)
-        self._db.execute(_SCHEMA)
-        self._db.commit()
+        try:
+            _migrate(self._db, self.path)
+        except CacheError:
+            self._db.close()
+            raise
 
     def __enter__(self) -> Self:
         return self
@@ -122,11 +146,12 @@ class Cache:
             answer.strategy,
             _dump(answer.metadata),
             answer.finish_reason,
+            _dump([[c.name, c.arguments] for c in answer.tool_calls] or None),
             time.time(),
         )
         self._db.execute(
             f"INSERT OR REPLACE INTO answers ({_KEY_COLUMNS}, {_VALUE_COLUMNS}, created) "
-            f"VALUES ({', '.join('?' * 14)})",
+            f"VALUES ({', '.join('?' * 15)})",
             (*_key_values(key), *values),
         )
         self._db.commit()
@@ -149,5 +174,21 @@ def _key_values(key: Key) -> tuple[Any, ...]:
 
 
 def _answer(row: tuple[Any, ...]) -> Answer:
-    text, latency, usage, node, strategy, metadata, finish = row
-    return Answer(text, latency, _load(usage), node, strategy, _load(metadata), finish)
+    text, latency, usage, node, strategy, metadata, finish, calls = row
+    tool_calls = tuple(ToolCall(name, arguments) for name, arguments in _load(calls) or ())
+    return Answer(text, latency, _load(usage), node, strategy, _load(metadata), finish, tool_calls)
+
+
+def _migrate(db: sqlite3.Connection, path: Path) -> None:
+    """Bring the file to :data:`SCHEMA_VERSION` (creating it when empty)."""
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    if version > SCHEMA_VERSION:
+        raise CacheError(
+            f"{path} has cache schema {version}; this version reads up to {SCHEMA_VERSION}"
+        )
+    db.execute(_SCHEMA)
+    columns = {row[1] for row in db.execute("PRAGMA table_info(answers)")}
+    if "tool_calls" not in columns:
+        db.execute("ALTER TABLE answers ADD COLUMN tool_calls TEXT")
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    db.commit()

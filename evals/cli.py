@@ -17,7 +17,7 @@ import click
 @click.option("--strategies", multiple=True, help="Strategy models (e.g. route,cascade; all).")
 @click.option("--members", multiple=True, help="Member models by name (comma-separated; all).")
 @click.option("--split", default="test", show_default=True, help="dev, test or all.")
-@click.option("--kinds", multiple=True, help="code, math, fact, format (default: all).")
+@click.option("--kinds", multiple=True, help="code, math, fact, format, tool (default: all).")
 @click.option("--limit", type=int, default=None, help="At most N items per kind.")
 @click.option("--max-tokens", type=int, default=256, show_default=True)
 @click.option("--temperature", type=float, default=0.0, show_default=True)

@@ -1,19 +1,23 @@
 """Asking a model through the gateway's HTTP API with the official `openai` SDK.
 
-This is the path users take: ``POST /v1/chat/completions`` (not streamed), one user message,
-explicit ``temperature`` and ``seed`` (llama.cpp's defaults differ from OpenAI's). SDK errors
-are translated here, once, into :class:`AskError`.
+This is the path users take: ``POST /v1/chat/completions`` (not streamed) with an item's
+request body (one user message; a tool item adds its ``tools``, ``tool_choice`` and the turns
+after the prompt), explicit ``temperature`` and ``seed`` (llama.cpp's defaults differ from
+OpenAI's). The answer keeps its text and its tool calls. SDK errors are translated here, once,
+into :class:`AskError`.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
 import openai
+from openai.types.chat import ChatCompletionMessageToolCallUnion
 
-from evals.cache import Answer
+from evals.cache import Answer, ToolCall
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,13 +68,16 @@ class Asker:
             raise AskError(f"cannot list models at {self.base_url}: {exc}") from exc
         return [model.id for model in page.data]
 
-    async def ask(self, model: str, prompt: str, sampling: Sampling) -> Answer:
-        """Ask ``model`` once; raises :class:`AskError` when there is no answer."""
+    async def ask(self, model: str, body: Mapping[str, Any], sampling: Sampling) -> Answer:
+        """Ask ``model`` once with ``body`` (``messages``, and ``tools`` and ``tool_choice``
+        when given; see ``Item.body``); raises :class:`AskError` when there is no answer."""
         started = time.perf_counter()
         try:
             raw = await self._client.chat.completions.with_raw_response.create(
                 model=model,
-                messages=[{"role": "user", "content": prompt}],
+                messages=body["messages"],
+                tools=body.get("tools", openai.omit),
+                tool_choice=body.get("tool_choice", openai.omit),
                 max_tokens=sampling.max_tokens,
                 temperature=sampling.temperature,
                 seed=sampling.seed,
@@ -89,10 +96,21 @@ class Asker:
             strategy=raw.headers.get("x-booagent-strategy"),
             metadata=_metadata(completion.model_extra),
             finish_reason=choice.finish_reason if choice else None,
+            tool_calls=_tool_calls(choice.message.tool_calls or ()) if choice else (),
         )
 
 
 _USAGE_FIELDS = {"prompt_tokens", "completion_tokens", "total_tokens"}
+
+
+def _tool_calls(calls: Sequence[ChatCompletionMessageToolCallUnion]) -> tuple[ToolCall, ...]:
+    """Function calls as name and arguments text (a custom tool's input stands as arguments)."""
+    return tuple(
+        ToolCall(c.function.name, c.function.arguments)
+        if c.type == "function"
+        else ToolCall(c.custom.name, c.custom.input)
+        for c in calls
+    )
 
 
 def _metadata(extra: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from evals import report
-from evals.cache import DEFAULT_CACHE, Cache
+from evals.cache import DEFAULT_CACHE, Cache, CacheError
 from evals.client import Asker, AskError, Sampling
 from evals.items import KINDS, Item, Kind, Split, load_suite, select
 from evals.runner import Record, run_async
@@ -155,7 +155,11 @@ async def _evaluate(options: EvalOptions, echo: Echo) -> list[Record]:
             raise EvalError(exc.message) from exc
         targets = resolve_targets(listed, _names(options.strategies), _names(options.members))
         echo(f"evaluating {len(items)} items on {', '.join(targets)}")
-        with Cache(options.cache) as cache:
+        try:
+            cache = Cache(options.cache)
+        except CacheError as exc:
+            raise EvalError(str(exc)) from exc
+        with cache:
             return await run_async(
                 asker,
                 targets,

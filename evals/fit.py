@@ -54,6 +54,9 @@ def table(records: Iterable[Record]) -> Table:
 def _candidate(record: Record, sample: int = 0) -> Candidate:
     acc = Accumulator()
     acc.content.append(record.answer)
+    for index, call in enumerate(record.tool_calls):
+        function = {"name": call.name, "arguments": call.arguments}
+        acc.tool_calls[index] = {"id": f"call_{index}", "type": "function", "function": function}
     return Candidate(record.target, sample, chunks=(Chunk({}),), acc=acc)
 
 
@@ -92,7 +95,7 @@ def _validity(item: Item) -> Callable[[Candidate], bool]:
 
 def body_of(item: Item) -> dict[str, Any]:
     """The chat request the harness sends for ``item``."""
-    return {"messages": [{"role": "user", "content": item.prompt}]}
+    return item.body
 
 
 def replay_vote(items: Sequence[Item], answers: Sequence[tuple[Table, str]]) -> tuple[float, float]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evals.cache import DEFAULT_CACHE, Answer, Cache, Key
+from evals.cache import DEFAULT_CACHE, Answer, Cache, Key, ToolCall
 from evals.client import Asker, AskError, Sampling
 from evals.items import Item, Kind, Split
 from evals.score import score
@@ -32,8 +32,9 @@ class Record:
 
     ``latency`` is the request's wall time in seconds (as the client saw it, at the time it was
     asked, even when the answer now comes from the cache); ``node_seconds`` sums the member
-    calls the request caused (see :func:`node_seconds`). ``error`` is set when there was no
-    answer; such a record is incorrect and is not cached.
+    calls the request caused (see :func:`node_seconds`). ``tool_calls`` are the calls the
+    answer made (``answer`` is its text). ``error`` is set when there was no answer; such a
+    record is incorrect and is not cached.
     """
 
     target: str
@@ -51,6 +52,7 @@ class Record:
     metadata: dict[str, Any] | None = None
     error: str | None = None
     cached: bool = False
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 OnRecord = Callable[[Record, int, int], None]
@@ -94,7 +96,7 @@ def cache_key(target: str, item: Item, sampling: Sampling) -> Key:
 
 def to_record(target: str, item: Item, answer: Answer, *, cached: bool) -> Record:
     """Score ``answer`` to ``item`` (runs code answers in the sandbox)."""
-    verdict = score(item, answer.text)
+    verdict = score(item, answer.text, answer.tool_calls)
     return Record(
         target=target,
         item_id=item.id,
@@ -110,6 +112,7 @@ def to_record(target: str, item: Item, answer: Answer, *, cached: bool) -> Recor
         strategy=answer.strategy,
         metadata=answer.metadata,
         cached=cached,
+        tool_calls=answer.tool_calls,
     )
 
 
@@ -135,7 +138,7 @@ async def _one(job: Job, asker: Asker, cache: Cache, sampling: Sampling) -> Reco
     if answer is not None:
         return await asyncio.to_thread(to_record, job.target, job.item, answer, cached=True)
     try:
-        answer = await asker.ask(job.target, job.item.prompt, sampling)
+        answer = await asker.ask(job.target, job.item.body, sampling)
     except AskError as exc:
         return _failed(job, exc)
     cache.put(key, answer)

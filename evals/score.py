@@ -1,21 +1,28 @@
 """Judging one answer against one item's check: a pure function per kind.
 
-``score(item, answer)`` dispatches on the check. Extraction is deliberately forgiving about
-presentation (prose around a number, code in a fence or bare, a capitalised fact) and strict
-about substance (the number, the tests, the alias, the format). Code is the one impure step:
-it runs in :mod:`evals.sandbox`, and only after it parses.
+``score(item, answer, calls)`` dispatches on the check. Extraction is deliberately forgiving
+about presentation (prose around a number, code in a fence or bare, a capitalised fact, tool
+calls in any order) and strict about substance (the number, the tests, the alias, the format,
+the tool, arguments valid under its JSON Schema and carrying the values asked for). Code is
+the one impure step: it runs in :mod:`evals.sandbox`, and only after it parses.
 """
 
 from __future__ import annotations
 
 import ast
+import itertools
+import json
 import math
 import re
 import unicodedata
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from evals.items import Check, CodeCheck, FormatCheck, Item, MatchCheck, NumberCheck
+from evals.cache import ToolCall
+from evals.items import CodeCheck, FormatCheck, Item, MatchCheck, NumberCheck, TextCheck
 from evals.sandbox import run_tests
+from evals.tools import Arg, Exact, ExpectedCall, Number, OneOf, Text, Tool, ToolCheck, first_error
 
 _FENCE = re.compile(r"```[ \t]*([\w+.-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
 _PYTHON_TAGS = {"", "python", "py", "python3"}
@@ -23,6 +30,9 @@ _CODE_START = re.compile(r"^(?:def |class |import |from |@)", re.M)
 _NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
 _ARTICLES = {"a", "an", "the"}
 _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
+_MISSING = object()
+Made = tuple[str, dict[str, Any]]
+"""A tool call whose arguments parsed and validated: the tool's name and the arguments."""
 _DEFINITIONS = (
     ast.FunctionDef,
     ast.AsyncFunctionDef,
@@ -135,7 +145,7 @@ def score_format(answer: str, check: FormatCheck) -> Score:
     return Score(not problems, "; ".join(problems) or "format ok")
 
 
-def score_check(check: Check, answer: str) -> Score:
+def score_check(check: TextCheck, answer: str) -> Score:
     """Judge ``answer`` by ``check``."""
     if isinstance(check, CodeCheck):
         return score_code(answer, check)
@@ -146,6 +156,123 @@ def score_check(check: Check, answer: str) -> Score:
     return score_format(answer, check)
 
 
-def score(item: Item, answer: str) -> Score:
-    """Judge ``answer`` to ``item``."""
+def score(item: Item, answer: str, calls: Sequence[ToolCall] = ()) -> Score:
+    """Judge ``answer`` (its text, and the tool ``calls`` it made) to ``item``."""
+    if isinstance(item.check, ToolCheck):
+        return score_tool(answer, calls, item.check, item.tools)
     return score_check(item.check, answer)
+
+
+def score_tool(
+    answer: str, calls: Sequence[ToolCall], check: ToolCheck, tools: Sequence[Tool]
+) -> Score:
+    """Right when the calls are valid and match the check's (in any order), or, where no call
+    is expected, when there is none and the text mentions an answer."""
+    if not check.calls:
+        if calls:
+            return Score(False, f"called {', '.join(c.name for c in calls)}; expected no call")
+        return score_match(answer, MatchCheck(check.answers))
+    if not calls:
+        return Score(False, "no tool call")
+    schemas = {tool.function.name: tool.function.parameters for tool in tools}
+    made: list[Made] = []
+    for call in calls:
+        arguments, problem = parse_call(call, schemas)
+        if arguments is None:
+            return Score(False, problem)
+        made.append((call.name, arguments))
+    if len(made) != check.count:
+        noun = "call" if len(made) == 1 else "calls"
+        return Score(False, f"{len(made)} {noun}, expected {check.count}")
+    return _matched(made, check.calls)
+
+
+def parse_call(
+    call: ToolCall, schemas: Mapping[str, Mapping[str, Any]]
+) -> tuple[dict[str, Any] | None, str]:
+    """The call's arguments, when it names an offered tool and they are a JSON object its
+    schema accepts (empty text counts as ``{}``); else None and what is wrong."""
+    if call.name not in schemas:
+        return None, f"called {call.name!r}, which is not offered"
+    try:
+        value = json.loads(call.arguments or "{}", parse_constant=_no_constant)
+    except ValueError:
+        return None, f"{call.name}: arguments are not valid JSON"
+    if not isinstance(value, dict):
+        return None, f"{call.name}: arguments are not a JSON object"
+    error = first_error(schemas[call.name], value)
+    return (None, f"{call.name}: {error}") if error else (value, "")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(name)
+
+
+def _matched(made: Sequence[Made], expected: Sequence[ExpectedCall]) -> Score:
+    """Each call paired with a different acceptable one (tried in every order)."""
+    problems = [[mismatch(call, want) for want in expected] for call in made]
+    for order in itertools.permutations(range(len(expected)), len(made)):
+        if all(problems[i][j] is None for i, j in enumerate(order)):
+            return Score(True, f"called {', '.join(name for name, _ in made)}")
+    for (name, _), row in zip(made, problems, strict=True):
+        if all(row):
+            same_tool = [p for p, want in zip(row, expected, strict=True) if want.name == name]
+            return Score(False, str((same_tool or row)[0]))
+    return Score(False, "the calls do not cover every expected call")
+
+
+def mismatch(call: Made, expected: ExpectedCall) -> str | None:
+    """Why ``call`` is not ``expected`` (another tool, an argument missing or off), or None."""
+    name, arguments = call
+    if name != expected.name:
+        return f"called {name}, expected {expected.name}"
+    for path, arg in expected.arguments.items():
+        value = _lookup(arguments, path)
+        problem = "missing" if value is _MISSING else arg_problem(arg, value)
+        if problem:
+            return f"{name}.{path}: {problem}"
+    return None
+
+
+def _lookup(arguments: Any, path: str) -> Any:
+    here = arguments
+    for part in path.split("."):
+        if isinstance(here, dict) and part in here:
+            here = here[part]
+        elif isinstance(here, list) and part.isdigit() and int(part) < len(here):
+            here = here[int(part)]
+        else:
+            return _MISSING
+    return here
+
+
+def arg_problem(arg: Arg, value: Any) -> str | None:
+    """Why ``value`` does not meet ``arg``, or None."""
+    shown = json.dumps(value)
+    if isinstance(arg, Exact):
+        return None if same(value, arg.value) else f"{shown}, expected {json.dumps(arg.value)}"
+    if isinstance(arg, OneOf):
+        ok = any(same(value, v) for v in arg.values)
+        return None if ok else f"{shown}, expected one of {json.dumps(arg.values)}"
+    if isinstance(arg, Number):
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return f"{shown} is not a number"
+        ok = math.isclose(value, arg.value, rel_tol=0.0, abs_tol=arg.tol)
+        return None if ok else f"{shown}, expected {arg.value:g} (within {arg.tol:g})"
+    if isinstance(arg, Text):
+        if not isinstance(value, str):
+            return f"{shown} is not a string"
+        ok = score_match(value, MatchCheck(arg.aliases)).correct
+        return None if ok else f"{shown} does not mention {' or '.join(arg.aliases)}"
+    return None
+
+
+def same(a: Any, b: Any) -> bool:
+    """JSON equality: numbers by value (``3 == 3.0``) but booleans are not numbers."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)

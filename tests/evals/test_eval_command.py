@@ -6,6 +6,7 @@ is known, and its request count shows what the cache saved.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +25,7 @@ POLICIES = {
     "health": {"interval": 0.2, "timeout": 0.5},
 }
 MATH = select(load_suite(), kinds=["math"], limit=3)  # math-001..003: answers 7, 24, 82
+TOOLS = select(load_suite(), kinds=["tool"], limit=3)
 
 
 @contextmanager
@@ -102,6 +104,23 @@ class TestEvalCommand:
         assert [(r.item_id, r.correct, r.cached) for r in again] == [
             (r.item_id, r.correct, True) for r in records
         ]
+
+    def test_tool_items_are_scored_by_their_calls(self, tmp_path: Path) -> None:
+        """The node writes a call as text; the gateway returns it as ``tool_calls``, which the
+        client records, the scorer judges and the table shows as the ``tool`` kind."""
+        node = FaultServer("node-1")
+        call = {"name": "get_current_weather", "arguments": {"location": "Dublin"}}
+        node.text = f"<tool_call>\n{json.dumps(call)}\n</tool_call>"
+        with gateway_over(node) as base:
+            args = eval_args(base, tmp_path)
+            args[args.index("math")] = "tool"
+            result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+        assert node.requests == 3
+        assert "| target | tool | overall |" in result.output
+        assert "| `fake` | 33% | **33%** |" in result.output, "tool-001 asks for Dublin's weather"
+        (record,) = cached_records(["fake"], TOOLS[:1], cache_path=tmp_path / "cache.sqlite3")
+        assert record.correct and [c.name for c in record.tool_calls] == [call["name"]]
 
     def test_failed_requests_are_recorded_and_not_cached(self, tmp_path: Path) -> None:
         node = FaultServer("node-1", Scenario.CONTEXT_LENGTH)

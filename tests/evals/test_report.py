@@ -77,6 +77,13 @@ class TestSummaries:
         assert lines[2] == "| `a` | 100% | 50% | **67%** | 2.00 | 2.90 | 6.0 | 3 | 0 |"
         assert lines[3].startswith("| `b` | - | 0% | **0%** |")
 
+    def test_tool_items_get_their_own_column_after_the_text_kinds(self) -> None:
+        records = [*RECORDS, record("a", "tool", True, 1.0), record("b", "tool", False, 1.0)]
+        lines = table(summarise(records)).splitlines()
+        assert lines[0].startswith("| target | code | math | tool | overall |")
+        assert lines[2].startswith("| `a` | 100% | 50% | 100% | **75%** |")
+        assert lines[3].startswith("| `b` | - | 0% | 0% | **0%** |")
+
     def test_write_report_and_chart(self, tmp_path: Path) -> None:
         report, png = write(summarise(RECORDS), {"split": "dev"}, "2025-01-01 00:00 UTC", tmp_path)
         text = report.read_text()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from evals.cache import Answer, Cache
 from evals.client import Sampling
@@ -14,13 +16,13 @@ ITEMS = select(load_suite(), kinds=["fact", "math"], limit=2)
 
 
 class RecordingAsker:
-    """Answers every prompt with "7" and remembers who was asked what, in order."""
+    """Answers every request with "7" and remembers who was asked what, in order."""
 
     def __init__(self) -> None:
         self.asked: list[tuple[str, str]] = []
 
-    async def ask(self, model: str, prompt: str, sampling: Sampling) -> Answer:
-        item = next(i for i in ITEMS if i.prompt == prompt)
+    async def ask(self, model: str, body: Mapping[str, Any], sampling: Sampling) -> Answer:
+        item = next(i for i in ITEMS if i.body == body)
         self.asked.append((model, item.id))
         return Answer("7", 0.01)
 
