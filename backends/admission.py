@@ -1,8 +1,10 @@
 """Admission control for one node: never more requests in flight than it has slots.
 
-Requests beyond the capacity wait in FIFO order; a waiter that is not admitted within its
-timeout gets :class:`backends.errors.QueueTimeout`. The capacity may change at run time (it is
-learned from the node), and waiters are admitted as soon as it grows.
+Requests beyond the capacity wait in line: by priority first (a user's own turn, priority 0,
+before background chores, priority 1, such as the titles and tags chat front ends ask for),
+then in arrival order. A waiter that is not admitted within its timeout gets
+:class:`backends.errors.QueueTimeout`. The capacity may change at run time (it is learned
+from the node), and waiters are admitted as soon as it grows.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ class Admission:
     def __init__(self, capacity: int) -> None:
         self._capacity = max(1, capacity)
         self.in_flight = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._lines: tuple[deque[asyncio.Future[None]], ...] = (deque(), deque())
 
     @property
     def capacity(self) -> int:
@@ -34,7 +36,7 @@ class Admission:
 
     @property
     def queued(self) -> int:
-        return len(self._waiters)
+        return sum(len(line) for line in self._lines)
 
     @property
     def free(self) -> int:
@@ -46,35 +48,39 @@ class Admission:
         return (self.in_flight + self.queued) / self._capacity
 
     @asynccontextmanager
-    async def slot(self, timeout: float) -> AsyncIterator[None]:
+    async def slot(self, timeout: float, priority: int = 0) -> AsyncIterator[None]:
         """Hold one slot for the duration of the block."""
-        await self.acquire(timeout)
+        await self.acquire(timeout, priority)
         try:
             yield
         finally:
             self.release()
 
-    async def acquire(self, timeout: float) -> None:
-        if self.free and not self._waiters:
+    async def acquire(self, timeout: float, priority: int = 0) -> None:
+        """Take a slot, waiting behind every waiter of the same or a higher priority (0 is
+        the highest); ``priority`` is 0 or 1."""
+        rank = min(max(priority, 0), len(self._lines) - 1)
+        line = self._lines[rank]
+        if self.free and not any(self._lines[: rank + 1]):
             self.in_flight += 1
             return
         waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+        line.append(waiter)
         try:
             async with asyncio.timeout(timeout):
                 await waiter
         except BaseException as exc:
-            self._abandon(waiter)
+            self._abandon(line, waiter)
             if isinstance(exc, TimeoutError):
                 raise QueueTimeout(
                     f"no free slot within {timeout:g} s", retry_after=max(1.0, timeout / 10)
                 ) from exc
             raise
 
-    def _abandon(self, waiter: asyncio.Future[None]) -> None:
+    def _abandon(self, line: deque[asyncio.Future[None]], waiter: asyncio.Future[None]) -> None:
         """A waiter gave up; if it was admitted meanwhile, hand its slot back."""
-        if waiter in self._waiters:
-            self._waiters.remove(waiter)
+        if waiter in line:
+            line.remove(waiter)
         elif waiter.done() and not waiter.cancelled():
             self.release()
 
@@ -83,8 +89,9 @@ class Admission:
         self._wake()
 
     def _wake(self) -> None:
-        while self._waiters and self.free:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                self.in_flight += 1
-                waiter.set_result(None)
+        for line in self._lines:
+            while line and self.free:
+                waiter = line.popleft()
+                if not waiter.done():
+                    self.in_flight += 1
+                    waiter.set_result(None)

@@ -27,12 +27,17 @@ class ChatRequest:
     preferred first; ``prefer_idle`` asks for an idle node over the most preferred member.
     ``buffered`` moves the commit point to the end of the answer: for clients that get the
     answer in one piece, a node failing mid-answer is retried elsewhere invisibly too.
+    ``priority`` orders the queues: 0 for a user's own turn, 1 for background chores.
+    ``prompt_tokens`` is what the pool counted (or estimated) of the prompt for the member it
+    is sent to; the node's first-token limit grows with it.
     """
 
     body: Mapping[str, Any]
     members: tuple[str, ...] = ()
     prefer_idle: bool = False
     buffered: bool = False
+    priority: int = 0
+    prompt_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +96,9 @@ class Reply:
     ``failures`` are the errors of the attempts before it; ``queue_wait`` is the time spent
     waiting for slots, over all attempts; ``started`` the loop time the first attempt began;
     ``first_token`` the seconds from the start of the answering attempt to its first content
-    chunk. Iterating a reply iterates its chunks.
+    chunk; ``fitted`` what fitting the request to the members' contexts did (members left out
+    because the prompt did not fit them, ``max_tokens`` clamped). Iterating a reply iterates
+    its chunks.
     """
 
     chunks: AsyncIterator[Chunk]
@@ -102,6 +109,7 @@ class Reply:
     queue_wait: float = 0.0
     started: float = 0.0
     first_token: float = 0.0
+    fitted: tuple[str, ...] = ()
 
     def __aiter__(self) -> AsyncIterator[Chunk]:
         return self.chunks

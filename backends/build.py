@@ -7,13 +7,17 @@ import random
 import time
 from collections.abc import Sequence
 from functools import partial
+from pathlib import Path
 
 import aiohttp
 
 from backends.admission import Admission
 from backends.config import Host, Member, Node, Policies
+from backends.errors import UnknownModel
+from backends.fit import Counter, local_vocab
 from backends.health import HealthTracker
 from backends.http import HttpNode
+from backends.models import lookup
 from backends.node import ManagedNode
 from backends.pool import Pool
 
@@ -37,9 +41,11 @@ def build_pool(
     nodes: Sequence[Node],
     policies: Policies,
     hosts: Sequence[Host] = (),
+    models_dir: Path | None = None,
 ) -> Pool:
     """One shared session (closed with the pool) and one managed node per config entry; nodes
-    on a host with a limit share one admission queue for it.
+    on a host with a limit share one admission queue for it; members whose GGUF file is in
+    ``models_dir`` count prompts with its vocabulary.
 
     Call it inside the running loop that will use the pool: the session is bound to it.
     """
@@ -50,7 +56,7 @@ def build_pool(
         ManagedNode(
             spec=node,
             member=by_name[node.member],
-            backend=HttpNode(node, session, policies.timeouts),
+            backend=HttpNode(node, session, policies.timeouts, tools=by_name[node.member].tools),
             health=HealthTracker(policies.breaker, time.monotonic),
             admission=Admission(node.capacity or 1),
             kind=node.kind,
@@ -58,7 +64,25 @@ def build_pool(
         )
         for node in nodes
     ]
-    return Pool(managed, policies, rng=random.Random(), on_close=partial(close_session, session))
+    vocab = _vocabularies(members, models_dir) if models_dir is not None else {}
+    closing = partial(close_session, session)
+    return Pool(managed, policies, rng=random.Random(), on_close=closing, vocab=vocab)
+
+
+def _vocabularies(members: Sequence[Member], models_dir: Path) -> dict[str, Counter]:
+    """The members whose model file is here, with a counter over its vocabulary."""
+    found: dict[str, Counter] = {}
+    for member in members:
+        if member.model is None:
+            continue
+        try:
+            path = models_dir / lookup(member.model).filename
+        except UnknownModel:
+            continue
+        vocab = local_vocab(path)
+        if vocab is not None:
+            found[member.name] = vocab
+    return found
 
 
 async def close_session(session: aiohttp.ClientSession) -> None:

@@ -17,8 +17,11 @@ NodeKind = Literal["auto", "llama_cpp_server", "llama_server"]
 class Member(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A model the cluster offers, served by one or more nodes.
 
-    ``speed`` ranks members for chores (higher is faster); ``n_ctx`` lets a context-length
-    failure move to a member with a larger window.
+    ``speed`` ranks members for chores (higher is faster); ``n_ctx`` is the context each node
+    of the member serves (requests are fitted to it). ``tools`` says the member can call tools:
+    its chat template renders them (native ``llama-server`` nodes also report it) and it is
+    asked for requests that offer tools; a member without it gets the tools described in its
+    system message, and only when no member with it can answer.
     """
 
     name: str
@@ -27,6 +30,7 @@ class Member(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     n_ctx: int = 2048
     speed: int = 1
     model: str | None = None
+    tools: bool = True
 
 
 class LocalProcess(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -68,13 +72,20 @@ class Host(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class Timeouts(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Seconds. ``stall`` is the longest gap between content chunks (keep-alives don't count)."""
+    """Seconds. ``stall`` is the longest gap between content chunks (keep-alives don't count).
+
+    ``first_token`` grows with the prompt: a node reads a long prompt before its first token
+    (Open WebUI's 6,623-token turns took a 1.5B model 146 s on 2 CPU cores), so each prompt
+    token adds ``1 / prompt_rate`` seconds; ``prompt_rate`` is the fewest prompt tokens per
+    second a node is expected to read.
+    """
 
     connect: float = 3.0
     first_token: float = 60.0
     stall: float = 20.0
     total: float = 600.0
     queue: float = 60.0
+    prompt_rate: Annotated[float, msgspec.Meta(gt=0)] = 30.0
 
 
 class Retry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

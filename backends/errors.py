@@ -7,6 +7,7 @@ body too large).
 
     BooagentError
     ├── ClientError                     (gateway.errors) the caller's fault; never retried
+    ├── PromptTooLong                   400, the prompt fits no member's context; names sizes
     ├── CapacityError                   the cluster is busy; carries ``retry_after``
     │   ├── QueueTimeout                429, waited too long for a free slot
     │   └── NoNodeAvailable             503, no node can serve the model right now
@@ -18,7 +19,9 @@ body too large).
     │   │   ├── NodeServerError         5xx from the node
     │   │   └── NodeProtocolError       malformed SSE, stream ended without [DONE]
     │   └── NodeRejected                4xx from the node: the request itself is bad
-    │       └── ContextLengthExceeded   the prompt does not fit this member's context
+    │       ├── ContextLengthExceeded   the prompt does not fit this member's context
+    │       └── RequestFailed           the node failed this request inside its answer while
+    │                                   staying healthy (400, ``request_failed``)
     ├── AllNodesFailed                  every attempt of the request-wide budget failed
     ├── StreamInterrupted               a node failed after the answer was committed
     ├── ModelFetchError                 a model could not be pulled into the cache (CLI side)
@@ -63,6 +66,15 @@ class BooagentError(Exception):
             self.status_code = status_code
 
 
+class PromptTooLong(BooagentError):
+    """The request's prompt (its messages and tools, as each member's template renders them)
+    leaves no room for an answer in the context of any member that may answer it."""
+
+    status_code = 400
+    type = "invalid_request_error"
+    code = "context_length_exceeded"
+
+
 class CapacityError(BooagentError):
     """The cluster cannot take the request now; ``retry_after`` is in seconds."""
 
@@ -89,16 +101,25 @@ class NoNodeAvailable(CapacityError):
 
 
 class NodeError(BooagentError):
-    """A node failed to answer; ``node`` names it and ``reason`` is a short tag for logs."""
+    """A node failed to answer; ``node`` names it and ``reason`` is a short tag for logs.
+    ``inside_answer`` marks a failure inside an answer the node had accepted, before any
+    output: an error frame, or a stream that ended empty."""
 
     status_code = 502
     reason: ClassVar[str] = "node_error"
 
     def __init__(
-        self, node: str, message: str, *, code: str | None = None, status_code: int | None = None
+        self,
+        node: str,
+        message: str,
+        *,
+        code: str | None = None,
+        status_code: int | None = None,
+        inside_answer: bool = False,
     ):
         super().__init__(f"node {node}: {message}", code=code, status_code=status_code)
         self.node = node
+        self.inside_answer = inside_answer
 
 
 class RetryableNodeError(NodeError):
@@ -145,6 +166,16 @@ class NodeRejected(NodeError):
 class ContextLengthExceeded(NodeRejected):
     reason = "context_length"
     code = "context_length_exceeded"
+
+
+class RequestFailed(NodeRejected):
+    """A node failed this request after accepting it (an error inside the stream, or a
+    stream that ended with no output) and answered its health check at once: the request's
+    fault, not the node's (``llama_cpp.server`` reports a prompt longer than its context, a
+    chat template or grammar it cannot use, this way). Not counted against the node."""
+
+    reason = "request_failed"
+    code = "request_failed"
 
 
 class AllNodesFailed(BooagentError):

@@ -19,8 +19,8 @@ import json
 import math
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager, contextmanager
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
@@ -40,6 +40,8 @@ from backends.errors import (
     NodeUnreachable,
 )
 from backends.sse import DONE, ByteDecoder, Event
+from backends.toolcalls_plan import template_style
+from backends.tooling import Dialect, involves_tools, relay
 
 _CONTEXT_CODES = {"context_length_exceeded", "exceed_context_size_error"}
 _READ_TO_END = 0.5
@@ -165,11 +167,11 @@ def status_error(node: str, status: int, body: bytes, retry_after: float | None)
     return NodeRejected(node, message, status_code=status, code=code)
 
 
-def _event_error(node: str, event: Event) -> NodeError:
+def _event_error(node: str, event: Event, *, first: bool = False) -> NodeError:
     message, _ = _error_fields(event.data.encode())
     if event.kind == "data":
         message = message or event.data[:200]
-    return NodeServerError(node, f"error in stream: {message}")
+    return NodeServerError(node, f"error in stream: {message}", inside_answer=first)
 
 
 def _decode(text: str) -> Any:
@@ -181,7 +183,7 @@ def _decode(text: str) -> Any:
         return json.loads(text)
 
 
-def _parse_chunk(node: str, event: Event, *, more: bool) -> Chunk:
+def _parse_chunk(node: str, event: Event, *, more: bool, first: bool = False) -> Chunk:
     try:
         data = _decode(event.data)
     except ValueError as exc:
@@ -189,7 +191,7 @@ def _parse_chunk(node: str, event: Event, *, more: bool) -> Chunk:
     if not isinstance(data, dict):
         raise NodeProtocolError(node, f"chunk is not an object: {event.data[:80]!r}")
     if "error" in data:
-        raise _event_error(node, event)
+        raise _event_error(node, event, first=first)
     return Chunk(data, more=more)
 
 
@@ -205,9 +207,17 @@ async def _within(node: str, limit: float, what: str) -> AsyncIterator[None]:
 
 
 class HttpNode:
-    """A :class:`backends.base.Backend` for one llama.cpp server (either kind)."""
+    """A :class:`backends.base.Backend` for one llama.cpp server (either kind).
 
-    def __init__(self, spec: Node, session: aiohttp.ClientSession, timeouts: Timeouts) -> None:
+    ``tools`` says whether the member's chat template renders tools (else the gateway
+    describes them in the system message); the node's kind and, on native ``llama-server``,
+    its template are learned by :meth:`probe`, and decide how requests with tools are asked
+    (:mod:`backends.tooling`).
+    """
+
+    def __init__(
+        self, spec: Node, session: aiohttp.ClientSession, timeouts: Timeouts, *, tools: bool = True
+    ) -> None:
         self.name = spec.name
         self.spec = spec
         self._session = session
@@ -217,34 +227,60 @@ class HttpNode:
         self._post_headers = {**self._auth, "Content-Type": "application/json"}
         # ceil_threshold: aiohttp would round the deadline of a limit over 5 s up to a whole second.
         self._connect = aiohttp.ClientTimeout(connect=timeouts.connect, ceil_threshold=math.inf)
+        kind = spec.kind if spec.kind != "auto" else "llama_cpp_server"
+        self.dialect = Dialect(kind, "hermes" if tools else "none")
 
-    def _payload(self, request: ChatRequest) -> bytes:
-        body = {
-            **request.body,
+    def _payload(self, body: Mapping[str, Any]) -> bytes:
+        sent = {
+            **body,
             "model": self.spec.member,
             "stream": True,
             "stream_options": {"include_usage": True},
         }
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+        return json.dumps(sent, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
     @asynccontextmanager
     async def stream(self, request: ChatRequest) -> AsyncIterator[Reply]:
         loop = asyncio.get_running_loop()
         begun = loop.time()
         deadline = begun + self._timeouts.total
+        body = self.dialect.formatted(request.body)
+        reading = request.prompt_tokens / self._timeouts.prompt_rate
+        if not involves_tools(body):
+            async with self._open(body, begun + reading, deadline) as chunks:
+                yield Reply(chunks, self.name, self.spec.member, attempts=(self.name,),
+                            started=begun)  # fmt: skip
+            return
+        dialect = self.dialect
+        plan = dialect.plan(body)
+
+        def reask(again: Mapping[str, Any]) -> AbstractAsyncContextManager[AsyncIterator[Chunk]]:
+            return self._open(dialect.formatted(again), loop.time(), deadline)
+
+        async with (
+            self._open(dialect.formatted(plan.body), begun + reading, deadline) as chunks,
+            aclosing(relay(body, plan, chunks, reask, dialect)) as relayed,
+        ):
+            yield Reply(relayed, self.name, self.spec.member, attempts=(self.name,), started=begun)
+
+    @asynccontextmanager
+    async def _open(
+        self, body: Mapping[str, Any], begun: float, deadline: float
+    ) -> AsyncIterator[AsyncIterator[Chunk]]:
+        """POST ``body``; the answer's chunks (the response is closed when the block ends).
+        The first-token limit runs from ``begun`` (moved on by the time the prompt takes)."""
         first = min(begun + self._timeouts.first_token, deadline)
         async with _within(self.name, first, "no response"):
             response = await self._session.post(
                 f"{self._base}/v1/chat/completions",
-                data=self._payload(request),
+                data=self._payload(body),
                 headers=self._post_headers,
                 timeout=self._connect,
                 allow_redirects=False,
             )
         try:
             await self._raise_for_status(response, deadline)
-            chunks = self._chunks(response, first, deadline)
-            yield Reply(chunks, self.name, self.spec.member, attempts=(self.name,), started=begun)
+            yield self._chunks(response, first, deadline)
         finally:
             response.close()  # a response read to its end has already gone back to the pool
 
@@ -265,19 +301,21 @@ class HttpNode:
         before is cut off."""
         loop = asyncio.get_running_loop()
         events = _Events(self.name, response.content)
-        limit, finished = first, False
+        limit, finished, output = first, False, False
         while True:
             event = await events.next(limit)
             if event is None:
                 if finished:
                     return
-                raise NodeProtocolError(self.name, "stream ended without [DONE]")
+                what = "stream ended without [DONE]" if output else "stream ended empty"
+                raise NodeProtocolError(self.name, what, inside_answer=not output)
             if event.kind == "error":
-                raise _event_error(self.name, event)
+                raise _event_error(self.name, event, first=not output)
             if event.data.strip() == DONE:
                 await self._read_to_end(events)
                 return
-            chunk = _parse_chunk(self.name, event, more=events.waiting)
+            chunk = _parse_chunk(self.name, event, more=events.waiting, first=not output)
+            output = output or chunk.is_content
             if chunk.is_content:
                 limit = min(loop.time() + self._timeouts.stall, deadline)
             finished = finished or chunk.finish_reason is not None
@@ -295,7 +333,8 @@ class HttpNode:
             await events.drain(asyncio.get_running_loop().time() + _READ_TO_END)
 
     async def probe(self, timeout: float) -> Probe:
-        """Check readiness without generating tokens or taking llama_cpp.server's lock."""
+        """Check readiness without generating tokens or taking llama_cpp.server's lock; learn
+        the node's kind (and, on native llama-server, its slots and chat template)."""
         try:
             status, _ = await self._get("/health", timeout)
         except NodeError as exc:
@@ -303,20 +342,52 @@ class HttpNode:
         if status == 503:
             return Probe("loading", kind="llama_server", error="model loading")
         if status == 404:
+            self.dialect = replace(self.dialect, kind="llama_cpp_server")
             return Probe("ready", kind="llama_cpp_server", slots=1)
         if status == 200:
-            return Probe("ready", kind="llama_server", slots=await self._slots(timeout))
+            slots, template = await self._props(timeout)
+            style = template_style(template) if template else self.dialect.style
+            self.dialect = Dialect("llama_server", style)
+            return Probe("ready", kind="llama_server", slots=slots)
         if status >= 500:
             return Probe("down", error=f"health check answered {status}")
         return Probe("ready", kind=self.spec.kind)
 
-    async def _slots(self, timeout: float) -> int | None:
+    async def count_tokens(self, body: Mapping[str, Any]) -> int | None:
+        """The prompt's tokens as this node renders and tokenizes it (native llama-server's
+        ``/v1/chat/completions/input_tokens``: no slot taken); None when it cannot say."""
+        if self.dialect.kind != "llama_server":
+            return None
+        sent = self.dialect.plan(body).body if involves_tools(body) else body
+        limit = asyncio.get_running_loop().time() + self._timeouts.connect + 2.0
+        try:
+            async with (
+                _within(self.name, limit, "no token count"),
+                self._session.post(
+                    f"{self._base}/v1/chat/completions/input_tokens",
+                    data=self._payload(sent),
+                    headers=self._post_headers,
+                    allow_redirects=False,
+                ) as response,
+            ):
+                counted = json.loads(await response.read()) if response.status == 200 else {}
+        except (NodeError, ValueError):
+            return None
+        tokens = counted.get("input_tokens") if isinstance(counted, dict) else None
+        return tokens if isinstance(tokens, int) else None
+
+    async def _props(self, timeout: float) -> tuple[int | None, str]:
+        """Native llama-server's slot count and chat template (None and "" when unknown)."""
         try:
             _, body = await self._get("/props", timeout, self._auth)
-            slots = json.loads(body).get("total_slots")
-        except (NodeError, ValueError, AttributeError):
-            return None
-        return slots if isinstance(slots, int) and slots > 0 else None
+            props = json.loads(body)
+        except (NodeError, ValueError):
+            return None, ""
+        if not isinstance(props, dict):
+            return None, ""
+        slots, template = props.get("total_slots"), props.get("chat_template")
+        slots = slots if isinstance(slots, int) and slots > 0 else None
+        return slots, template if isinstance(template, str) else ""
 
     async def _get(
         self, path: str, timeout: float, headers: Mapping[str, str] | None = None

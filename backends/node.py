@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -15,9 +16,12 @@ _ALPHA = 0.3
 
 
 class ProbingBackend(Backend, Protocol):
-    """A backend that can also report its readiness without generating tokens."""
+    """A backend that can also report its readiness without generating tokens, and count a
+    prompt's tokens when it can do so without taking a slot (None when it cannot)."""
 
     async def probe(self, timeout: float) -> Probe: ...
+
+    async def count_tokens(self, body: Mapping[str, Any]) -> int | None: ...
 
 
 @dataclass(slots=True)

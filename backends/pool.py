@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, aclosing, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
@@ -24,11 +24,15 @@ from backends.errors import (
     ContextLengthExceeded,
     NodeError,
     NodeOverloaded,
+    NodeProtocolError,
+    NodeServerError,
     NodeTimeout,
     NoNodeAvailable,
+    RequestFailed,
     RetryableNodeError,
     StreamInterrupted,
 )
+from backends.fit import ESTIMATE, Counter, Fitted, Fitter, NativeCount
 from backends.node import ManagedNode
 from backends.selection import choose
 
@@ -46,10 +50,20 @@ class Attempts:
     retry_after: float = 0.0
     queue_wait: float = 0.0
     started: float = field(default_factory=lambda: asyncio.get_running_loop().time())
+    refusals: list[NodeError] = field(default_factory=list)
+    """Failures that were the request's own (the node stayed healthy): after one, only other
+    nodes of the same member are tried."""
+    member: str | None = None
 
     def start(self, node: ManagedNode) -> None:
         self.order.append(node.name)
         self.tried.add(node.name)
+
+    def refused(self, node: ManagedNode, error: NodeError) -> None:
+        """``node`` failed the request inside its answer but is healthy: the request's fault."""
+        self.failures.append(error)
+        self.refusals.append(error)
+        self.member = node.member.name
 
     def record(self, node: ManagedNode, error: NodeError) -> None:
         self.failures.append(error)
@@ -73,6 +87,7 @@ class Pool:
         *,
         rng: random.Random | None = None,
         on_close: Callable[[], Awaitable[None]] | None = None,
+        vocab: Mapping[str, Counter] | None = None,
     ) -> None:
         self.nodes = list(nodes)
         self.members: dict[str, Member] = {n.member.name: n.member for n in self.nodes}
@@ -80,10 +95,23 @@ class Pool:
         self._rng = rng or random.Random()
         self._on_close = on_close
         self._probes: list[asyncio.Task[None]] = []
+        self._vocab = dict(vocab or {})
+        contexts = {name: member.n_ctx for name, member in self.members.items()}
+        self._fitter = Fitter(contexts, self.counter_for)
+
+    def counter_for(self, member: str) -> Counter:
+        """How to count a prompt's tokens on ``member`` now: its GGUF vocabulary when it is on
+        this machine, else a ready native llama-server node of it, else an estimate."""
+        local = self._vocab.get(member)
+        if local is not None:
+            return local
+        native = [n for n in self.nodes if n.member.name == member and n.kind == "llama_server"]
+        ready = [n for n in native if n.health.available()]
+        return NativeCount(ready[0].backend.count_tokens) if ready else ESTIMATE
 
     def eligible(self, request: ChatRequest, state: Attempts) -> list[ManagedNode]:
         """Nodes this request may use now, in no particular order."""
-        allowed = set(request.members) or set(self.members)
+        allowed = {state.member} if state.member else set(request.members) or set(self.members)
         return [
             n
             for n in self.nodes
@@ -116,12 +144,19 @@ class Pool:
 
     @asynccontextmanager
     async def stream(self, request: ChatRequest) -> AsyncIterator[Reply]:
-        """The first attempt that reaches its commit point, held open for the block."""
-        reply, held = await self._commit(request)
+        """The first attempt that reaches its commit point, held open for the block.
+
+        The request goes only to members whose context holds its prompt (the others are named
+        in the reply's ``fitted``), with ``max_tokens`` clamped to what is left of the
+        context; :class:`backends.errors.PromptTooLong` when no member can hold it."""
+        fitted = await self._fitter.fit(request.body, request.members)
+        if fitted.skipped:
+            request = replace(request, members=fitted.members)
+        reply, held = await self._commit(request, fitted)
         async with held:
             yield reply
 
-    async def _commit(self, request: ChatRequest) -> tuple[Reply, AsyncExitStack]:
+    async def _commit(self, request: ChatRequest, fitted: Fitted) -> tuple[Reply, AsyncExitStack]:
         state = Attempts()
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._policies.retry.attempts),
@@ -132,12 +167,18 @@ class Pool:
         try:
             async for attempt in retrying:
                 with attempt:
-                    return await self._attempt(request, state)
+                    return await self._attempt(request, fitted, state)
         except RetryableNodeError as exc:
+            if state.refusals:
+                raise _request_failed(state) from exc
             raise _all_failed(state) from exc
         raise AssertionError("unreachable: tenacity either returns or raises")
 
     def _retryable(self, exc: BaseException, request: ChatRequest, state: Attempts) -> bool:
+        if state.refusals:  # another node of the member, once: twice is the request's fault
+            return len(state.refusals) < 2 and any(
+                n.name not in state.tried for n in self.eligible(request, state)
+            )
         if isinstance(exc, ContextLengthExceeded):
             return bool(self.eligible(request, state))
         return isinstance(exc, RetryableNodeError)
@@ -148,22 +189,31 @@ class Pool:
             return 0.0
         return min(state.retry_after, self._policies.retry.max_retry_after)
 
-    async def _attempt(self, request: ChatRequest, state: Attempts) -> tuple[Reply, AsyncExitStack]:
+    async def _attempt(
+        self, request: ChatRequest, fitted: Fitted, state: Attempts
+    ) -> tuple[Reply, AsyncExitStack]:
         """One node, to its commit point. Returns the reply and what holds it open (the slot,
         the node's response, the relay), which the caller owns from then on."""
         node = self._select(request, state)
         state.start(node)
+        member = node.member.name
+        body = fitted.body_for(request.body, member)
+        notes = fitted.skipped
+        if body is not request.body:
+            asked, kept = request.body.get("max_tokens"), body["max_tokens"]
+            notes += (f"{member}: max_tokens {asked} clamped to {kept}",)
+        request = replace(request, body=body, prompt_tokens=fitted.prompt_tokens(member))
         node.health.claim()
         async with AsyncExitStack() as stack:
             stack.callback(node.health.release)
-            state.queue_wait += await self._admit(node, stack)
+            state.queue_wait += await self._admit(node, request.priority, stack)
             loop = asyncio.get_running_loop()
             started = loop.time()
             try:
                 reply = await stack.enter_async_context(node.backend.stream(request))
                 head, first = await _until_commit(reply.chunks, whole=request.buffered)
             except NodeError as exc:
-                self._failed(node, exc, state)
+                await self._failed(node, exc, state)
                 raise
             relay = _relay(node, reply.chunks, head, started, first - started)
             await stack.enter_async_context(aclosing(relay))
@@ -176,6 +226,7 @@ class Pool:
                 queue_wait=state.queue_wait,
                 started=state.started,
                 first_token=first - started,
+                fitted=notes,
             )
             return committed, stack.pop_all()
 
@@ -189,7 +240,7 @@ class Pool:
             )
         return choose(eligible, request, state.tried, self._rng)
 
-    async def _admit(self, node: ManagedNode, stack: AsyncExitStack) -> float:
+    async def _admit(self, node: ManagedNode, priority: int, stack: AsyncExitStack) -> float:
         """A slot on the node's host (when it has a limit), then on the node: always in that
         order, so two requests never wait for each other. One queue time limit for both.
         Returns the seconds waited."""
@@ -197,15 +248,26 @@ class Pool:
         waited = loop.time()
         limit = waited + self._policies.timeouts.queue
         if node.host is not None:
-            await stack.enter_async_context(node.host.slot(limit - loop.time()))
-        await stack.enter_async_context(node.admission.slot(max(0.0, limit - loop.time())))
+            await stack.enter_async_context(node.host.slot(limit - loop.time(), priority))
+        left = max(0.0, limit - loop.time())
+        await stack.enter_async_context(node.admission.slot(left, priority))
         return loop.time() - waited
 
-    def _failed(self, node: ManagedNode, exc: NodeError, state: Attempts) -> None:
+    async def _failed(self, node: ManagedNode, exc: NodeError, state: Attempts) -> None:
+        """Record a failed attempt; a node fault counts toward the node's breaker, the
+        request's own does not (one that failed inside the answer of a node whose health
+        check passes right after)."""
+        if _inside_answer(exc) and await self._healthy(node):
+            state.refused(node, exc)
+            return
         state.record(node, exc)
         if isinstance(exc, RetryableNodeError):
             node.health.failed(f"{exc.reason}: {exc.message}")
             node.stats.failed += 1
+
+    async def _healthy(self, node: ManagedNode) -> bool:
+        probe = await node.backend.probe(self._policies.health.timeout)
+        return probe.state == "ready"
 
     def start_probes(self) -> None:
         """Probe every node now and then, in the background, until :meth:`aclose`."""
@@ -234,6 +296,23 @@ class Pool:
         self._probes.clear()
         if self._on_close is not None:
             await self._on_close()
+
+
+def _inside_answer(exc: NodeError) -> bool:
+    """The node accepted the request and failed inside its answer: an error frame, or a
+    stream that ended with no output (``llama_cpp.server`` raising mid-stream)."""
+    return isinstance(exc, NodeServerError | NodeProtocolError) and exc.inside_answer
+
+
+def _request_failed(state: Attempts) -> RequestFailed:
+    last = state.refusals[-1]
+    nodes = len(state.refusals)
+    return RequestFailed(
+        last.node,
+        f"failed this request while staying healthy ({last.message.split(': ', 1)[-1]}), "
+        f"on {nodes} node{'s' if nodes > 1 else ''}: the request may not fit the model's "
+        "context or use something its chat template or grammar cannot handle",
+    )
 
 
 def _all_failed(state: Attempts) -> AllNodesFailed:

@@ -13,7 +13,7 @@ for every strategy.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -22,7 +22,9 @@ from typing import Annotated, Any, Literal, Protocol
 import msgspec
 
 from backends.base import Backend, ChatRequest, Chunk, Reply
-from ensemble.classify import Kind, classify
+from backends.tooling import involves_tools
+from ensemble.classify import Kind, classify, last_user_text
+from ensemble.json_shape import requested_schema, with_schema
 
 StrategyName = Literal["auto", "route", "cascade", "ensemble", "program"]
 Usage = Mapping[str, int]
@@ -44,21 +46,46 @@ NO_OPTIONS = Options()
 
 @dataclass(frozen=True, slots=True)
 class Context:
-    """One chat request as the strategies see it: classified once, never changed."""
+    """One chat request as the strategies see it: classified once, never changed. ``tools``
+    says it is a tool turn (it offers tools, or carries earlier calls and their results)."""
 
     request: ChatRequest
     kind: Kind
     options: Options = NO_OPTIONS
+    tools: bool = False
 
     @classmethod
     def of(
         cls, body: Mapping[str, Any], *, buffered: bool = False, options: Options = NO_OPTIONS
     ) -> Context:
-        return cls(ChatRequest(body, buffered=buffered), classify(body), options)
+        """The request classified. A chore is queued behind users' own turns, and one that
+        shows the JSON object it wants is asked for it with that object's schema (enforced
+        by the nodes' grammar, checked by the cascade)."""
+        kind = classify(body)
+        priority = 0
+        if kind is Kind.CHORE:
+            priority = 1
+            schema = None if body.get("response_format") else requested_schema(_asked(body))
+            body = body if schema is None else with_schema(dict(body), schema)
+        request = ChatRequest(body, buffered=buffered, priority=priority)
+        return cls(request, kind, options, involves_tools(body))
 
     @property
     def body(self) -> Mapping[str, Any]:
         return self.request.body
+
+
+def _asked(body: Mapping[str, Any]) -> str:
+    messages = body.get("messages")
+    return last_user_text(messages if isinstance(messages, list) else [])
+
+
+def callers_first(members: Sequence[str], callers: Collection[str]) -> tuple[str, ...]:
+    """``members`` with those able to call tools first (each group in its order); all of them
+    when ``callers`` is empty (no member is marked)."""
+    if not callers:
+        return tuple(members)
+    return (*[m for m in members if m in callers], *[m for m in members if m not in callers])
 
 
 def added(a: Usage, b: Usage) -> dict[str, int]:
@@ -82,6 +109,7 @@ class Call:
     error: str | None = None
     text: str | None = None
     tidied: bool = False
+    fitted: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         shown: dict[str, Any] = {} if self.text is None else {"text": self.text}
@@ -99,6 +127,8 @@ class Call:
         )
         if self.tidied:
             shown["tidied"] = True
+        if self.fitted:
+            shown["context"] = list(self.fitted)
         return shown
 
 
@@ -143,6 +173,7 @@ class Answer:
             queue_wait=live.queue_wait,
             latency=latency,
             tokens=tokens,
+            fitted=live.fitted,
         )
         return (*self.calls, streamed)
 

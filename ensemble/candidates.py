@@ -41,6 +41,7 @@ class Candidate:
     failure: BooagentError | None = None
     outcome: str = "pending"
     tidied: bool = False
+    fitted: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -91,6 +92,7 @@ class Candidate:
             error=self.error,
             text=self.text if text else None,
             tidied=self.tidied,
+            fitted=self.fitted,
         )
 
 
@@ -154,6 +156,7 @@ async def ask(
         failures=tuple(f"{f.node}: {f.reason}" for f in reply.failures),
         queue_wait=reply.queue_wait,
         latency=loop.time() - started,
+        fitted=reply.fitted,
     )
 
 

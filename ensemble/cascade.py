@@ -67,16 +67,22 @@ class Cascade:
     settings: CascadeSettings
     members: tuple[str, ...]
     cheap_logprobs: Callable[[str], bool] = lambda _: False
+    callers: frozenset[str] = frozenset()
     name: str = "cascade"
 
     def deliberates(self, ctx: Context) -> bool:
         return True
 
-    def ladder(self, kind: Kind, options: Options) -> tuple[str, ...]:
+    def ladder(self, kind: Kind, options: Options, *, tools: bool = False) -> tuple[str, ...]:
+        """The members to climb, cheapest first; for a tool turn only those able to call
+        tools (all of them if none is)."""
         if options.members:
             return options.members
         ladders = self.settings.ladders
-        return ladders.get(kind.value) or ladders.get("default") or self.members
+        ladder = ladders.get(kind.value) or ladders.get("default") or self.members
+        if tools and self.callers:
+            return tuple(m for m in ladder if m in self.callers) or ladder
+        return ladder
 
     def __call__(self, ctx: Context) -> AbstractAsyncContextManager[Answer]:
         return decided(self.decide(ctx), texts=ctx.options.explain)
@@ -85,7 +91,7 @@ class Cascade:
         """Climb the ladder until a step is accepted, then mend the winner if it is faulted.
         A member that refuses the request itself (a 4xx other than its context being too
         small) ends the climb: a stronger member would refuse it too."""
-        ladder = self.ladder(ctx.kind, ctx.options)
+        ladder = self.ladder(ctx.kind, ctx.options, tools=ctx.tools)
         checker = Checker.of(ctx.body, ctx.kind)
         tried: list[Candidate] = []
         steps: list[Step] = []

@@ -2,9 +2,10 @@
 
 Chores are the helper requests chat front ends send around each answer (Open WebUI starts
 their user message with ``### Task:``: titles, tags, follow-ups, search queries). Code is
-recognised by code blocks, code-like lines, programming vocabulary, or tools that run code.
-Structured requests ask for a checkable format (JSON, tools, exactly N words or items); math
-requests are word problems with numbers.
+recognised by code blocks, code-like lines or programming vocabulary in the user's message.
+Structured requests ask for a checkable format (JSON, a forced tool call, exactly N words or
+items); the tools a request merely offers do not change its kind. Math requests are word
+problems with numbers.
 """
 
 from __future__ import annotations
@@ -62,7 +63,6 @@ _MATH = re.compile(
     re.IGNORECASE,
 )
 _DIGITS = re.compile(r"\d")
-_CODE_TOOLS = re.compile(r"code|python|exec|shell|interpreter|sql|compile", re.IGNORECASE)
 WINDOW = 16_000
 """Characters read from each end of the message: enough to judge it, and a bound on the time
 the event loop spends on a prompt of any size (a few MB would otherwise block it for seconds)."""
@@ -74,9 +74,9 @@ def classify(body: Mapping[str, Any]) -> Kind:
     last_user = _window(last_user_text(messages))
     if _CHORE.match(last_user):
         return Kind.CHORE
-    if _looks_like_code(last_user) or _has_code_tools(body.get("tools") or []):
+    if _looks_like_code(last_user):
         return Kind.CODE
-    if body.get("response_format") or body.get("tools") or _structured(last_user):
+    if body.get("response_format") or _call_forced(body) or _structured(last_user):
         return Kind.STRUCTURED
     if len(_DIGITS.findall(last_user)) >= 2 and _MATH.search(last_user):
         return Kind.MATH
@@ -94,8 +94,12 @@ def _looks_like_code(text: str) -> bool:
     return bool(_STRONG.search(text)) or len({w.lower() for w in _WEAK.findall(text)}) >= 3
 
 
-def _has_code_tools(tools: Sequence[Any]) -> bool:
-    return any(_CODE_TOOLS.search(str(tool)) for tool in tools)
+def _call_forced(body: Mapping[str, Any]) -> bool:
+    """True when the answer must be a tool call (``tool_choice`` required or a named function).
+    Tools offered with ``auto`` say nothing about the question: chat front ends such as Open
+    WebUI attach dozens of them to every turn."""
+    choice = body.get("tool_choice")
+    return bool(body.get("tools")) and (choice == "required" or isinstance(choice, Mapping))
 
 
 def last_user_text(messages: Sequence[Any]) -> str:

@@ -21,6 +21,7 @@ from backends.errors import (
     CapacityError,
     NodeError,
     NodeRejected,
+    PromptTooLong,
 )
 from ensemble.base import NO_USAGE, Answer, Call, Usage, added
 from ensemble.candidates import Candidate, text_chunks
@@ -84,7 +85,7 @@ class Decision:
         nodes'); the cluster being busy when every call found it busy; else every node
         failure, summed up (504 when all timed out, 503 when all were overloaded)."""
         errors = [c.failure for c in self.candidates if c.failure is not None]
-        refused = [e for e in errors if isinstance(e, NodeRejected)]
+        refused = [e for e in errors if isinstance(e, NodeRejected | PromptTooLong)]
         if refused:
             return refused[-1]
         if errors and all(isinstance(e, CapacityError) for e in errors):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from backends.base import Backend
 from backends.errors import BooagentError
-from ensemble.base import Answer, Context, Options
+from ensemble.base import Answer, Context, Options, callers_first
 from ensemble.candidates import Candidate, ask
 from ensemble.checks import Checker
 from ensemble.classify import Kind
@@ -37,17 +37,23 @@ class Ensemble:
     settings: EnsembleSettings
     members: tuple[str, ...]
     slots: Slots = lambda _: 1
+    callers: frozenset[str] = frozenset()
     name: str = "ensemble"
 
     def deliberates(self, ctx: Context) -> bool:
         return True
 
-    def plan(self, options: Options, kind: Kind = Kind.GENERAL) -> list[tuple[str, int]]:
-        """(member, seed offset) pairs: first samples of every member, then the rest."""
+    def plan(
+        self, options: Options, kind: Kind = Kind.GENERAL, *, tools: bool = False
+    ) -> list[tuple[str, int]]:
+        """(member, seed offset) pairs: first samples of every member, then the rest. A tool
+        turn goes to one member, the first able to call tools: calls are not voted on."""
         settings = self.settings
         members = (
             options.members or settings.members_by_kind.get(kind.value) or settings.members
         ) or self.members
+        if tools:
+            return [(callers_first(members, self.callers)[0], 0)]
         samples = options.samples or self.settings.samples
         if options.samples is None:
             samples = min(samples, max(self.slots(m) for m in members))
@@ -58,7 +64,7 @@ class Ensemble:
 
     async def decide(self, ctx: Context) -> Decision:
         """Ask every planned (member, sample) at once; at the deadline, combine the answers."""
-        plan = self.plan(ctx.options, ctx.kind)
+        plan = self.plan(ctx.options, ctx.kind, tools=ctx.tools)
         temperature = self.settings.sample_temperature
         tasks = [
             asyncio.ensure_future(ask(self.backend, ctx.request, m, i, temperature))

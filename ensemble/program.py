@@ -142,7 +142,12 @@ class Program:
 
     async def decide(self, ctx: Context) -> Decision:
         """Ask the first writer that answers (the next only when a call fails) and run its
-        program; a program that fails is not asked again elsewhere: the fallback answers."""
+        program; a program that fails is not asked again elsewhere: the fallback answers. A
+        tool turn is never the program's: its tools may be what the question needs."""
+        if ctx.tools:
+            why = {"strategy": self.name, "writers": [], "ran": False, "fallback": True,
+                   "why": "the request offers tools"}  # fmt: skip
+            return Decision(self.name, (), None, why)
         asked = program_request(ctx.request, self.settings.max_tokens)
         limits = Limits(self.settings.cpu_seconds, self.settings.wall_seconds)
         candidates: list[Candidate] = []

@@ -12,7 +12,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 
 from backends.base import Backend
-from ensemble.base import NO_OPTIONS, Answer, Context, Options, streamed
+from ensemble.base import NO_OPTIONS, Answer, Context, Options, callers_first, streamed
 from ensemble.classify import Kind
 
 
@@ -36,20 +36,25 @@ class Router:
     backend: Backend
     routes: Mapping[Kind, tuple[str, ...]]
     members: tuple[str, ...]
+    callers: frozenset[str] = frozenset()
     name: str = "route"
 
     def deliberates(self, ctx: Context) -> bool:
         return False
 
-    def plan(self, kind: Kind, options: Options = NO_OPTIONS) -> Plan:
+    def plan(self, kind: Kind, options: Options = NO_OPTIONS, *, tools: bool = False) -> Plan:
+        """The members for ``kind`` in order; for a tool turn, those able to call tools
+        first."""
         preferred = self.routes.get(kind) or self.routes.get(Kind.GENERAL, ())
         members = _with_fallbacks(preferred, options.members or self.members)
         if options.members:
             members = tuple(m for m in members if m in options.members)
+        if tools:
+            members = callers_first(members, self.callers)
         return Plan(kind, members, prefer_idle=kind is Kind.CHORE)
 
     def __call__(self, ctx: Context) -> AbstractAsyncContextManager[Answer]:
-        plan = self.plan(ctx.kind, ctx.options)
+        plan = self.plan(ctx.kind, ctx.options, tools=ctx.tools)
         routed = replace(ctx.request, members=plan.members, prefer_idle=plan.prefer_idle)
         return streamed(self.backend, routed, self.name)
 

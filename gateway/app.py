@@ -98,11 +98,12 @@ def _strategies(settings: Settings, pool: Pool) -> dict[str, Strategy]:
         Kind.GENERAL: settings.routes.general,
         Kind.CHORE: settings.routes.chore,
     }
-    router = RouteStrategy(pool, routes, members)
+    callers = frozenset(m.name for m in settings.members if m.tools)
+    router = RouteStrategy(pool, routes, members, callers)
     named: dict[str, Strategy] = {
         "route": router,
-        "cascade": Cascade(pool, config.cascade, members, pool.cheap_logprobs),
-        "ensemble": Ensemble(pool, config.ensemble, members, pool.member_slots),
+        "cascade": Cascade(pool, config.cascade, members, pool.cheap_logprobs, callers),
+        "ensemble": Ensemble(pool, config.ensemble, members, pool.member_slots, callers),
         "program": Program(pool, config.program, router, members),
     }
     named["auto"] = Auto(named, config.auto)
@@ -177,7 +178,7 @@ def create_app(settings: Settings, *, pool_factory: PoolFactory | None = None) -
     """The gateway app. ``pool_factory`` lets tests supply nodes of their own. Logging is the
     caller's to configure (the process entry point), not the app's."""
     make_pool = pool_factory or (
-        lambda s: build_pool(s.members, s.nodes, s.policies, hosts=s.hosts)
+        lambda s: build_pool(s.members, s.nodes, s.policies, s.hosts, s.models_path)
     )
 
     @asynccontextmanager

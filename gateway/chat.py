@@ -36,7 +36,15 @@ from backends.errors import BooagentError
 from backends.sse import DONE, encode_comment, encode_data
 from ensemble.base import Answer, Call, Context, Strategy
 from gateway.errors import error_body, send_error
-from gateway.record import CLIENT_CLOSED, Outcome, booagent, calls_of, log_request, usage_of
+from gateway.record import (
+    CLIENT_CLOSED,
+    Outcome,
+    booagent,
+    calls_of,
+    fitted,
+    log_request,
+    usage_of,
+)
 from gateway.wire import Identity, client_chunk, completion, usage_chunk
 
 DONE_FRAME = encode_data(DONE)
@@ -276,12 +284,18 @@ class _Framer:
         return taken
 
     def end(self, record: dict[str, Any], usage: dict[str, int]) -> bytes:
-        """What is left, the finishing frame with the ``booagent`` object (and usage), then
-        ``[DONE]``."""
-        final = self.held or self._client(Chunk(_EMPTY_FINISH))
-        self.out.append(_frame({**(final or {}), "booagent": record}))
+        """What is left, the finishing frame with the ``booagent`` object, then ``[DONE]``.
+
+        Usage goes out once: as OpenAI sends it (a last chunk with no choices) when the client
+        asked with ``stream_options.include_usage``, else in the finishing chunk, where Open
+        WebUI reads it without being asked (it adds up every ``usage`` it sees, so never two)
+        and the OpenAI SDK accepts it."""
+        final = self.held or self._client(Chunk(_EMPTY_FINISH)) or {}
         if self.include_usage:
+            self.out.append(_frame({**final, "booagent": record}))
             self.out.append(_frame({**usage_chunk(self.identity, usage), "booagent": record}))
+        else:
+            self.out.append(_frame({**final, "usage": usage, "booagent": record}))
         self.out.append(DONE_FRAME)
         return self.take()
 
@@ -359,6 +373,9 @@ def _answer_headers(answer: Answer) -> list[tuple[bytes, bytes]]:
     """Which strategy answered, the node whose answer it is, and how many node attempts were
     made to get it (for a decided answer, by every call before it)."""
     headers = [(b"x-booagent-strategy", answer.strategy.encode())]
+    context = fitted(answer.every_call())
+    if context:
+        headers.append((b"x-booagent-context", "; ".join(context).encode("latin-1", "replace")))
     if answer.node:
         live = answer.live
         attempts = len(live.attempts) if live else sum(len(c.attempts) for c in answer.calls)

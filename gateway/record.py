@@ -63,9 +63,16 @@ def booagent(
         "node": answer.node,
         "attempts": sum(len(c.attempts) for c in calls),
         "failures": [f for c in calls for f in c.failures],
+        **({"context": context} if (context := fitted(calls)) else {}),
         **answer.why,
         "calls": [c.as_dict() for c in calls],
     }
+
+
+def fitted(calls: tuple[Call, ...]) -> list[str]:
+    """What fitting the request to members' contexts did, over every call (members left out,
+    ``max_tokens`` clamped), each note once."""
+    return list(dict.fromkeys(note for c in calls for note in c.fitted))
 
 
 def log_request(

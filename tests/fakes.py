@@ -60,6 +60,9 @@ class FakeNode:
     async def probe(self, timeout: float) -> Probe:
         return Probe("ready", kind="llama_cpp_server", slots=1)
 
+    async def count_tokens(self, body: Mapping[str, Any]) -> int | None:
+        return None
+
     @asynccontextmanager
     async def stream(self, request: ChatRequest) -> AsyncIterator[Reply]:
         self.requests.append(request)

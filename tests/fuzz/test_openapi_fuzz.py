@@ -17,7 +17,9 @@ from backends.config import Member
 from gateway.app import create_app
 from tests.fakes import FakeNode, fake_pool, settings_for
 
-M1, M2 = Member(name="m1"), Member(name="m2")
+HUGE = 100_000_000
+"""Contexts no fuzzed prompt outgrows: this suite checks the API's shapes, not fitting."""
+M1, M2 = Member(name="m1", n_ctx=HUGE), Member(name="m2", n_ctx=HUGE)
 KEY = "sk-fuzz"
 ERROR_FIELDS = {"message", "type", "param", "code"}
 

@@ -20,7 +20,9 @@ from tests.fakes import FakeNode, fake_pool, settings_for
 
 pytestmark = pytest.mark.anyio
 
-M1 = Member(name="m1")
+HUGE = 100_000_000
+"""A context no fuzzed prompt outgrows: these tests are about parsing, not fitting."""
+M1 = Member(name="m1", n_ctx=HUGE)
 KEY = "sk-raw"
 CHAT = "/v1/chat/completions"
 JSON = {"content-type": "application/json"}
@@ -302,7 +304,7 @@ class TestCascadeInputs:
 
     @staticmethod
     def cascade_app(reply: str) -> Any:
-        m2 = Member(name="m2")
+        m2 = Member(name="m2", n_ctx=HUGE)
         nodes = [(FakeNode("a", reply=reply), M1), (FakeNode("b", reply=reply), m2)]
         config = settings_for([M1, m2], [("a", "m1"), ("b", "m2")], server={"log_level": "warning"})
         pool = fake_pool(nodes)

@@ -54,6 +54,39 @@ class TestAdmission:
         assert order == [0, 1, 2]
         assert admission.in_flight == 1
 
+    async def test_a_users_turn_goes_ahead_of_waiting_chores(self) -> None:
+        """A priority-0 request waits only behind other priority-0 requests: a freed slot goes
+        to it before chores that were waiting longer."""
+        admission = Admission(1)
+        await admission.acquire(0)
+        order: list[str] = []
+
+        async def visit(name: str, priority: int) -> None:
+            await admission.acquire(LONG, priority)
+            order.append(name)
+            admission.release()
+
+        chores = [asyncio.create_task(visit(f"chore{i}", 1)) for i in range(2)]
+        await settle()
+        user = asyncio.create_task(visit("user", 0))
+        await settle()
+        assert admission.queued == 3
+        admission.release()
+        await asyncio.gather(user, *chores)
+        assert order == ["user", "chore0", "chore1"]
+
+    async def test_a_chore_never_overtakes_a_waiting_user_turn(self) -> None:
+        """A chore arriving while a slot is free but a user turn waits for it still queues."""
+        admission = Admission(1)
+        await admission.acquire(0)
+        user = asyncio.create_task(admission.acquire(LONG, 0))
+        await settle()
+        admission.release()
+        with pytest.raises(QueueTimeout):
+            await admission.acquire(0.05, 1)
+        await user
+        assert admission.in_flight == 1
+
     async def test_new_arrival_does_not_overtake_the_queue(self) -> None:
         """A slot freed for a waiter is not taken by a request that arrives meanwhile."""
         admission = Admission(1)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ensemble.classify import Kind, classify
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "openwebui"
+HELLO_MESSAGE = {"role": "user", "content": "Hello! How are you today?"}
 
 TITLE_CHORE = """### Task:
 Generate a concise, 3-5 word title with an emoji summarizing the chat history.
@@ -126,15 +131,31 @@ class TestBody:
         ]
         assert classify(ask(parts)) is Kind.CODE
 
-    def test_code_running_tools_mean_code(self) -> None:
-        """A request offering a code interpreter tool is code, whatever it says."""
-        tools = [{"type": "function", "function": {"name": "run_python", "parameters": {}}}]
-        assert classify(ask("What is 2 + 2?", tools=tools)) is Kind.CODE
+    def test_offered_tools_do_not_change_the_kind(self) -> None:
+        """Tools offered with ``auto`` (Open WebUI attaches 36 to every turn, a code
+        interpreter among them) leave the kind to the user's message."""
+        tools = [
+            {"type": "function", "function": {"name": n, "parameters": {}}}
+            for n in ("run_python", "execute_code", "get_weather")
+        ]
+        assert classify(ask("What is the capital of France?", tools=tools)) is Kind.GENERAL
+        assert classify(ask("Write a Python function to sort a list.", tools=tools)) is Kind.CODE
 
-    def test_other_tools_mean_structured(self) -> None:
-        """A tool with nothing to do with code asks for a checkable call: structured."""
+    def test_open_webui_turns_keep_their_kind(self) -> None:
+        """The captured Open WebUI turn (a coding question with its built-in tools) is code."""
+        body = json.loads((FIXTURES / "chat_turn_1.json").read_text())
+        assert len(body["tools"]) == 36
+        assert classify(body) is Kind.CODE
+        assert classify({**body, "messages": [HELLO_MESSAGE]}) is Kind.GENERAL
+
+    @pytest.mark.parametrize(
+        "choice", ["required", {"type": "function", "function": {"name": "get_weather"}}]
+    )
+    def test_a_forced_call_is_structured(self, choice: object) -> None:
+        """When the answer must be a call it is checkable: structured."""
         tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]
-        assert classify(ask("What is the weather in Paris?", tools=tools)) is Kind.STRUCTURED
+        body = ask("What is the weather in Paris?", tools=tools, tool_choice=choice)
+        assert classify(body) is Kind.STRUCTURED
 
     def test_response_format_means_structured(self) -> None:
         """A requested response format is structured whatever the prompt says."""

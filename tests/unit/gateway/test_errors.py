@@ -33,6 +33,7 @@ MAKERS: dict[type[BooagentError], Maker] = {
     gateway_errors.AuthenticationFailed: gateway_errors.AuthenticationFailed,
     gateway_errors.ModelNotFound: lambda m: gateway_errors.ModelNotFound(m, param="model"),
     gateway_errors.BodyTooLarge: gateway_errors.BodyTooLarge,
+    errors.PromptTooLong: lambda m: errors.PromptTooLong(m, param="messages"),
     errors.CapacityError: lambda m: errors.CapacityError(m, retry_after=2.5),
     errors.QueueTimeout: lambda m: errors.QueueTimeout(m, retry_after=0.2),
     errors.NoNodeAvailable: lambda m: errors.NoNodeAvailable(m, retry_after=2),
@@ -45,6 +46,7 @@ MAKERS: dict[type[BooagentError], Maker] = {
     errors.NodeProtocolError: lambda m: errors.NodeProtocolError("n1", m),
     errors.NodeRejected: lambda m: errors.NodeRejected("n1", m, status_code=422, code="bad"),
     errors.ContextLengthExceeded: lambda m: errors.ContextLengthExceeded("n1", m),
+    errors.RequestFailed: lambda m: errors.RequestFailed("n1", m),
     errors.AllNodesFailed: lambda m: errors.AllNodesFailed(
         m, failures=[errors.NodeUnreachable("n1", "refused")]
     ),

@@ -1,0 +1,204 @@
+"""Fitting a request to a member's context: how many tokens its prompt takes there.
+
+The prompt is what the node's chat template makes of the messages *and the tools* (Open WebUI
+sends 36 tool definitions, about 25 KB, with every turn: 6,623 tokens on the Qwen coders).
+Counting it takes the member's own tokenizer and template:
+
+- :class:`LocalVocab`: the member's GGUF file on this machine, loaded vocabulary-only by
+  ``llama-cpp-python`` and its template rendered as ``llama_cpp.server`` renders it (the
+  ``node`` extra; about 0.9 s to load, 0.5 ms to render and 25-50 ms to tokenize 26 KB, off the
+  event loop). Measured against a node's own count: equal.
+- :class:`NativeCount`: a native ``llama-server`` of the member renders and tokenizes it
+  itself (``/apply-template``, ``/tokenize``: no slot taken).
+- :class:`Estimate`: neither at hand (a remote ``llama_cpp.server`` node whose model file is
+  elsewhere): about 3 characters a token, which errs on the long side.
+
+``llama_cpp.server``'s own ``/extras/tokenize`` is not used: it takes the model's lock, so it
+waits behind a running answer (docs/performance.md has the figures).
+
+A count is needed only when the prompt might not fit: a prompt's tokens never exceed its bytes,
+so a request whose bytes (plus the template's own text and the answer's room) fit is not
+counted at all (:func:`bound`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import msgspec
+
+from backends.errors import PromptTooLong
+
+TEMPLATE_ALLOWANCE = 2048
+"""Bytes a chat template may add around the messages and tools (role markers, tool preamble)."""
+
+
+class Counter(Protocol):
+    """Counts the tokens of a request's prompt on one member."""
+
+    async def count(self, body: Mapping[str, Any]) -> int: ...
+
+
+def _prompt_parts(body: Mapping[str, Any]) -> tuple[list[Any], Any]:
+    messages = body.get("messages")
+    return (messages if isinstance(messages, list) else []), body.get("tools")
+
+
+def bound(body: Mapping[str, Any]) -> int:
+    """An upper bound on the prompt's tokens on any member: its bytes plus the template's."""
+    messages, tools = _prompt_parts(body)
+    try:
+        size = len(msgspec.json.encode([messages, tools]))
+    except (TypeError, msgspec.EncodeError):
+        size = len(json.dumps([messages, tools], ensure_ascii=False, default=str).encode())
+    return size + TEMPLATE_ALLOWANCE
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """About ``chars_per_token`` characters a token, plus a few tokens of template per message
+    (and the tools as JSON)."""
+
+    chars_per_token: float = 3.0
+
+    async def count(self, body: Mapping[str, Any]) -> int:
+        messages, tools = _prompt_parts(body)
+        chars = len(json.dumps([messages, tools], ensure_ascii=False))
+        return int(chars / self.chars_per_token) + 8 * len(messages) + 16
+
+
+@dataclass(slots=True)
+class LocalVocab:
+    """The member's GGUF vocabulary and chat template, loaded on first use."""
+
+    path: Path
+    _loaded: Any = None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def count(self, body: Mapping[str, Any]) -> int:
+        async with self._lock:
+            if self._loaded is None:
+                self._loaded = await asyncio.to_thread(_load_vocab, self.path)
+        return await asyncio.to_thread(self._loaded, body)
+
+
+def _load_vocab(path: Path) -> Callable[[Mapping[str, Any]], int]:
+    """A counter over the GGUF at ``path``: its template rendered, then tokenized."""
+    from llama_cpp import Llama
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    llama = Llama(model_path=str(path), vocab_only=True, verbose=False)
+    template = llama.metadata.get("tokenizer.chat_template", "")
+    eos = llama._model.token_get_text(llama.token_eos())
+    bos = llama._model.token_get_text(llama.token_bos()) if llama.token_bos() >= 0 else ""
+    formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+
+    def count(body: Mapping[str, Any]) -> int:
+        messages, tools = _prompt_parts(body)
+        prompt = formatter(messages=messages, tools=tools, tool_choice=body.get("tool_choice"))
+        return len(llama.tokenize(prompt.prompt.encode(), add_bos=False, special=True))
+
+    return count
+
+
+def local_vocab(path: Path) -> LocalVocab | None:
+    """A :class:`LocalVocab` when the file is here and ``llama-cpp-python`` is installed."""
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        return None
+    return LocalVocab(path) if path.is_file() else None
+
+
+@dataclass(frozen=True, slots=True)
+class NativeCount:
+    """Asks a native ``llama-server`` node of the member (``ask`` is its
+    ``/v1/chat/completions/input_tokens`` call); estimates when the node cannot say."""
+
+    ask: Callable[[Mapping[str, Any]], Awaitable[int | None]]
+
+    async def count(self, body: Mapping[str, Any]) -> int:
+        counted = await self.ask(body)
+        return counted if counted is not None else await ESTIMATE.count(body)
+
+
+MIN_ANSWER = 256
+"""Tokens of answer a member's context must still hold after the prompt for it to be asked
+(fewer when the request asks for fewer with ``max_tokens``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fitted:
+    """Where a request fits: the members whose context holds its prompt (in the order asked),
+    the tokens each leaves for the answer (for members that were counted), and the members
+    passed over because their context could not hold it (those preferred to the first that
+    fits; the request moved away from them), with why."""
+
+    members: tuple[str, ...]
+    room: Mapping[str, int] = field(default_factory=dict)
+    skipped: tuple[str, ...] = ()
+    prompt: Mapping[str, int] = field(default_factory=dict)
+    estimate: int = 0
+
+    def prompt_tokens(self, member: str) -> int:
+        """The prompt's tokens on ``member``: counted when it was, else estimated."""
+        return self.prompt.get(member, self.estimate)
+
+    def body_for(self, body: Mapping[str, Any], member: str) -> Mapping[str, Any]:
+        """``body`` with ``max_tokens`` clamped to what is left of ``member``'s context."""
+        room = self.room.get(member)
+        asked = body.get("max_tokens")
+        if room is None or not isinstance(asked, int) or asked <= room:
+            return body
+        return {**body, "max_tokens": max(1, room)}
+
+
+@dataclass(frozen=True, slots=True)
+class Fitter:
+    """Fits requests to members' contexts (``n_ctx`` per member; ``counter_for`` gives the
+    counter to use for a member now)."""
+
+    contexts: Mapping[str, int]
+    counter_for: Callable[[str], Counter]
+
+    async def fit(self, body: Mapping[str, Any], members: tuple[str, ...]) -> Fitted:
+        """``members`` (every member when empty) whose context holds the prompt and some answer;
+        :class:`backends.errors.PromptTooLong` when none does. Members without a node here
+        are left to the pool."""
+        wanted = tuple(m for m in members or self.contexts if m in self.contexts)
+        if not wanted:  # no node carries any of them: the pool says so
+            return Fitted(members)
+        asked = body.get("max_tokens")
+        reserve = min(asked, MIN_ANSWER) if isinstance(asked, int) else MIN_ANSWER
+        whole = asked if isinstance(asked, int) else reserve
+        size = bound(body)
+        if size + whole <= min(self.contexts[m] for m in wanted):
+            # surely fits, with all the answer asked for
+            return Fitted(members, estimate=(size - TEMPLATE_ALLOWANCE) // 4)
+        counted = {m: await self._count(body, m) for m in wanted}
+        room = {m: self.contexts[m] - counted[m] for m in wanted}
+        fits = tuple(m for m in wanted if room[m] >= reserve)
+        ahead = wanted[: wanted.index(fits[0])] if fits else wanted
+        skipped = tuple(_why(m, counted[m], self.contexts[m]) for m in ahead)
+        if not fits:
+            raise PromptTooLong(
+                "the prompt does not fit the context of any member that may answer it, with "
+                f"{reserve} tokens left for the answer: {'; '.join(skipped)}",
+                param="messages",
+            )
+        return Fitted(fits if members or skipped else (), room, skipped, counted)
+
+    async def _count(self, body: Mapping[str, Any], member: str) -> int:
+        return await self.counter_for(member).count(body)
+
+
+ESTIMATE = Estimate()
+
+
+def _why(member: str, prompt: int, n_ctx: int) -> str:
+    return f"{member}: prompt {prompt} tokens, context {n_ctx}"

@@ -1,0 +1,262 @@
+"""Requests with tools on llama.cpp nodes: asked the way the node understands, answered in
+OpenAI's shape, and checked.
+
+A request that offers tools (or whose conversation holds earlier calls and their results) is
+rewritten for the node by :func:`backends.toolcalls_plan.plan_for`: the conversation in a form
+its template understands, ``tool_choice`` enforced the way that node kind can (a JSON schema
+for ``required`` and named calls). Its answer goes through :func:`relay`, which turns calls
+written as text and the deltas the node sends into OpenAI ``tool_calls`` (stable ``call_`` ids,
+the name once, ``arguments`` as fragments) and holds the calls back until the answer ends, to
+check their arguments against each tool's JSON Schema. Calls that do not validate get one
+re-ask under a schema that forces a valid call; invalid JSON arguments are never returned.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any
+
+from backends.base import Chunk
+from backends.toolcalls import Call
+from backends.toolcalls_plan import NodeKind, TemplateStyle, ToolPlan, plan_for
+from backends.toolcalls_schema import call_errors
+from backends.toolcalls_stream import ToolCallStream, call_deltas
+
+Reask = Callable[[Mapping[str, Any]], AbstractAsyncContextManager[AsyncIterator[Chunk]]]
+"""Sends another body to the same node (its slot is still held) and streams its answer."""
+
+
+def involves_tools(body: Mapping[str, Any]) -> bool:
+    """True when the request offers tools or its conversation holds tool calls or results."""
+    if body.get("tools"):
+        return True
+    messages = body.get("messages")
+    return isinstance(messages, list) and any(
+        isinstance(m, Mapping) and (m.get("role") == "tool" or m.get("tool_calls"))
+        for m in messages
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """How one node takes a request: its server kind and how its chat template treats tools."""
+
+    kind: NodeKind
+    style: TemplateStyle
+
+    def plan(self, body: Mapping[str, Any]) -> ToolPlan:
+        return plan_for(body, self.kind, style=self.style)
+
+    def formatted(self, body: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``body`` with a ``json_schema`` response format in the form the node takes:
+        ``llama_cpp.server`` knows only ``{"type": "json_object", "schema": ...}`` (it answers
+        500 to OpenAI's ``json_schema`` type); native ``llama-server`` takes both."""
+        fmt = body.get("response_format")
+        if self.kind != "llama_cpp_server" or not isinstance(fmt, Mapping):
+            return body
+        if fmt.get("type") != "json_schema":
+            return body
+        spec = fmt.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, Mapping) else None
+        replaced: dict[str, Any] = {"type": "json_object"}
+        if isinstance(schema, Mapping):
+            replaced["schema"] = schema
+        return {**body, "response_format": replaced}
+
+
+async def relay(
+    body: Mapping[str, Any], plan: ToolPlan, chunks: AsyncIterator[Chunk], reask: Reask,
+    dialect: Dialect,
+) -> AsyncGenerator[Chunk, None]:  # fmt: skip
+    """The node's chunks for a request with tools, OpenAI-shaped; calls checked at the end.
+
+    Text streams as it comes (held only while it may still be a call). Once the first call or
+    the finishing chunk appears, the rest is held to the end of the answer; then the calls are
+    checked, re-asked once if they fail (``reask`` with ``tool_choice`` forced), and sent with
+    the finish (``finish_reason: "tool_calls"`` when there are calls)."""
+    if not plan.tools:
+        async for chunk in chunks:
+            yield chunk
+        return
+    stream = ToolCallStream(plan.tools, parse_text=plan.parse_text)
+    held: list[dict[str, Any]] = []
+    async for chunk in chunks:
+        for out in stream.feed(chunk.data):
+            if held or _holds(out):
+                held.append(out)
+            else:
+                yield Chunk(out, more=chunk.more)
+    held += stream.close()
+    for out in await _checked(body, plan, held, reask, dialect):
+        yield Chunk(out)
+
+
+def _holds(out: Mapping[str, Any]) -> bool:
+    """A chunk with call deltas or the answer's finish reason: held until the answer ends."""
+    choices = out.get("choices")
+    choice = choices[0] if isinstance(choices, list) and choices else {}
+    delta = choice.get("delta") or {}
+    return bool(delta.get("tool_calls")) or choice.get("finish_reason") is not None
+
+
+async def _checked(
+    body: Mapping[str, Any], plan: ToolPlan, held: list[dict[str, Any]], reask: Reask,
+    dialect: Dialect,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """The held chunks, with their calls replaced by a re-ask's when they fail their checks.
+
+    Calls that only repeat calls whose results the conversation already holds (small models
+    do this after a tool result) get one re-ask for a text answer instead."""
+    calls = calls_in(held)
+    if calls and not plan.must_call and _repeats(calls, body):
+        return await _in_words(body, held, reask, dialect)
+    if calls and not any(call_errors(c, plan.tools) for c in calls):
+        return held
+    if not calls and not plan.must_call:
+        return held
+    again = await _reasked(body, calls, plan, reask, dialect)
+    chosen = again if _faults(again, plan) < _faults(calls, plan) or not calls else calls
+    chosen = [c for c in chosen if _parses(c.arguments)]
+    return _with_calls(held, chosen)
+
+
+async def _reasked(
+    body: Mapping[str, Any], calls: Sequence[Call], plan: ToolPlan, reask: Reask,
+    dialect: Dialect,
+) -> list[Call]:  # fmt: skip
+    """The calls the node gives when asked again with a call forced: the one tool all the
+    failed calls named, else any of the tools."""
+    names = {c.name for c in calls if call_errors(c, plan.tools)}
+    only = plan.only or (names.pop() if len(names) == 1 and len(calls) == 1 else None)
+    choice: Any = {"type": "function", "function": {"name": only}} if only else "required"
+    forced = dialect.plan({**body, "tool_choice": choice})
+    stream = ToolCallStream(forced.tools, parse_text=forced.parse_text)
+    outs: list[dict[str, Any]] = []
+    async with reask(forced.body) as chunks:
+        async for chunk in chunks:
+            outs += stream.feed(chunk.data)
+    outs += stream.close()
+    return calls_in(outs)
+
+
+def _repeats(calls: Sequence[Call], body: Mapping[str, Any]) -> bool:
+    """Every call has the name and arguments of a call already answered in the conversation."""
+    answered = _answered(body.get("messages"))
+    return all((c.name, _canonical(c.arguments)) in answered for c in calls)
+
+
+def _answered(messages: Any) -> set[tuple[str, str]]:
+    """(name, canonical arguments) of the calls in ``messages`` that have a tool result."""
+    if not isinstance(messages, list):
+        return set()
+    results = {m.get("tool_call_id") for m in messages if isinstance(m, Mapping)}
+    found = set()
+    for message in messages:
+        entries = message.get("tool_calls") if isinstance(message, Mapping) else None
+        for entry in entries if isinstance(entries, list) else []:
+            function = entry.get("function") if isinstance(entry, Mapping) else None
+            if isinstance(function, Mapping) and entry.get("id") in results:
+                arguments = function.get("arguments")
+                text = arguments if isinstance(arguments, str) else json.dumps(arguments)
+                found.add((str(function.get("name")), _canonical(text)))
+    return found
+
+
+def _canonical(arguments: str) -> str:
+    try:
+        return json.dumps(json.loads(arguments), sort_keys=True)
+    except ValueError:
+        return arguments
+
+
+async def _in_words(
+    body: Mapping[str, Any], held: list[dict[str, Any]], reask: Reask, dialect: Dialect
+) -> list[dict[str, Any]]:
+    """The node's answer to the conversation with no call allowed, in place of the calls."""
+    asked = dialect.plan({**body, "tool_choice": "none"})
+    text: list[str] = []
+    async with reask(asked.body) as chunks:
+        async for chunk in chunks:
+            text.append(chunk.content)
+    kept = [c for c in (_without_calls(chunk) for chunk in held) if c is not None]
+    finish = next((c for c in kept if _finish_of(c) is not None), None)
+    template = finish or (held[-1] if held else {})
+    out = [_chunk(template, {"content": "".join(text)}, None)]
+    reason = "stop" if finish is None or _finish_of(finish) == "tool_calls" else _finish_of(finish)
+    return [*out, _chunk(template, {}, reason)]
+
+
+def calls_in(chunks: Sequence[Mapping[str, Any]]) -> list[Call]:
+    """The calls that OpenAI-shaped chunks carry, their argument fragments joined by index."""
+    names: dict[int, str] = {}
+    arguments: dict[int, list[str]] = {}
+    for chunk in chunks:
+        choices = chunk.get("choices")
+        delta = (choices[0].get("delta") or {}) if isinstance(choices, list) and choices else {}
+        for entry in delta.get("tool_calls") or []:
+            index = int(entry.get("index", 0))
+            function = entry.get("function") or {}
+            names[index] = names.get(index) or function.get("name") or ""
+            arguments.setdefault(index, []).append(function.get("arguments") or "")
+    return [Call(names[i], "".join(arguments[i])) for i in sorted(names)]
+
+
+def _faults(calls: Sequence[Call], plan: ToolPlan) -> int:
+    if not calls:
+        return 1_000 if plan.must_call else 0
+    return sum(len(call_errors(c, plan.tools)) for c in calls)
+
+
+def _parses(arguments: str) -> bool:
+    try:
+        return isinstance(json.loads(arguments), dict)
+    except ValueError:
+        return False
+
+
+def _with_calls(held: list[dict[str, Any]], calls: Sequence[Call]) -> list[dict[str, Any]]:
+    """``held`` without its call deltas, the ``calls`` in their place, then the finish (whose
+    usage and timings are kept) saying ``tool_calls`` when there are calls."""
+    kept = [c for c in (_without_calls(chunk) for chunk in held) if c is not None]
+    finish = next((c for c in kept if _finish_of(c) is not None), None)
+    out = [c for c in kept if c is not finish]
+    template = finish or (held[-1] if held else {})
+    if calls:
+        out.append(_chunk(template, {"tool_calls": call_deltas(calls)}, None))
+    if finish is None and calls:
+        out.append(_chunk(template, {}, "tool_calls"))
+    elif finish is not None:
+        reason = "tool_calls" if calls else _finish_of(finish)
+        reason = "stop" if reason == "tool_calls" and not calls else reason
+        out.append({**finish, "choices": [{**finish["choices"][0], "finish_reason": reason}]})
+    return out
+
+
+def _without_calls(chunk: dict[str, Any]) -> dict[str, Any] | None:
+    choices = chunk.get("choices")
+    if not isinstance(choices, list) or not choices:
+        return chunk
+    choice = choices[0]
+    delta = {k: v for k, v in (choice.get("delta") or {}).items() if k != "tool_calls"}
+    if not delta and choice.get("finish_reason") is None:
+        return None
+    return {**chunk, "choices": [{**choice, "delta": delta}]}
+
+
+def _finish_of(chunk: Mapping[str, Any] | None) -> str | None:
+    choices = (chunk or {}).get("choices")
+    if not isinstance(choices, list) or not choices:
+        return None
+    reason = choices[0].get("finish_reason")
+    return reason if isinstance(reason, str) else None
+
+
+def _chunk(
+    template: Mapping[str, Any], delta: dict[str, Any], reason: str | None
+) -> dict[str, Any]:
+    out = {k: v for k, v in template.items() if k not in ("choices", "usage", "timings")}
+    out["choices"] = [{"index": 0, "delta": delta, "finish_reason": reason}]
+    return out
