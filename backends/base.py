@@ -97,8 +97,9 @@ class Reply:
     waiting for slots, over all attempts; ``started`` the loop time the first attempt began;
     ``first_token`` the seconds from the start of the answering attempt to its first content
     chunk; ``fitted`` what fitting the request to the members' contexts did (members left out
-    because the prompt did not fit them, ``max_tokens`` clamped). Iterating a reply iterates
-    its chunks.
+    because the prompt did not fit them, ``max_tokens`` clamped); ``prompt_tokens`` the
+    prompt's tokens on the answering member as the pool counted or estimated them (usage
+    falls back on it when the node reports none). Iterating a reply iterates its chunks.
     """
 
     chunks: AsyncIterator[Chunk]
@@ -110,6 +111,7 @@ class Reply:
     started: float = 0.0
     first_token: float = 0.0
     fitted: tuple[str, ...] = ()
+    prompt_tokens: int = 0
 
     def __aiter__(self) -> AsyncIterator[Chunk]:
         return self.chunks

@@ -20,6 +20,7 @@ from backends.http import HttpNode
 from backends.models import lookup
 from backends.node import ManagedNode
 from backends.pool import Pool
+from backends.tooling import Dialect, style_of
 
 
 def node_session() -> aiohttp.ClientSession:
@@ -56,7 +57,9 @@ def build_pool(
         ManagedNode(
             spec=node,
             member=by_name[node.member],
-            backend=HttpNode(node, session, policies.timeouts, tools=by_name[node.member].tools),
+            backend=HttpNode(
+                node, session, policies.timeouts, style=style_of(by_name[node.member])
+            ),
             health=HealthTracker(policies.breaker, time.monotonic),
             admission=Admission(node.capacity or 1),
             kind=node.kind,
@@ -79,7 +82,7 @@ def _vocabularies(members: Sequence[Member], models_dir: Path) -> dict[str, Coun
             path = models_dir / lookup(member.model).filename
         except UnknownModel:
             continue
-        vocab = local_vocab(path)
+        vocab = local_vocab(path, Dialect("llama_cpp_server", style_of(member)).prepared)
         if vocab is not None:
             found[member.name] = vocab
     return found

@@ -9,6 +9,7 @@ characters per token).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,11 +17,14 @@ from typing import Any
 from backends.base import Chunk
 
 
-def estimate_prompt_tokens(messages: Any) -> int:
-    """About 4 characters a token plus a few tokens of chat template per message."""
+def estimate_prompt_tokens(messages: Any, tools: Any = None) -> int:
+    """About 4 characters a token plus a few tokens of chat template per message (and the
+    tools' definitions, which the template writes into the prompt)."""
     if not isinstance(messages, list):
         return 0
     chars = sum(len(str(m.get("content") or "")) for m in messages if isinstance(m, Mapping))
+    if isinstance(tools, list) and tools:
+        chars += len(json.dumps(tools))
     return chars // 4 + 4 * len(messages)
 
 

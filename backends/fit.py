@@ -74,9 +74,13 @@ class Estimate:
 
 @dataclass(slots=True)
 class LocalVocab:
-    """The member's GGUF vocabulary and chat template, loaded on first use."""
+    """The member's GGUF vocabulary and chat template, loaded on first use. ``prepare`` turns
+    a request into what ``llama_cpp.server`` renders for this member (its tools and earlier
+    calls written as the node is asked: :mod:`backends.tooling`). A prompt the template cannot
+    render is estimated (the node will say what is wrong with it)."""
 
     path: Path
+    prepare: Callable[[Mapping[str, Any]], Mapping[str, Any]] = lambda body: body
     _loaded: Any = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -84,7 +88,10 @@ class LocalVocab:
         async with self._lock:
             if self._loaded is None:
                 self._loaded = await asyncio.to_thread(_load_vocab, self.path)
-        return await asyncio.to_thread(self._loaded, body)
+        try:
+            return int(await asyncio.to_thread(self._loaded, self.prepare(body)))
+        except Exception:  # a template error is the request's, for the node to report
+            return await ESTIMATE.count(body)
 
 
 def _load_vocab(path: Path) -> Callable[[Mapping[str, Any]], int]:
@@ -106,13 +113,15 @@ def _load_vocab(path: Path) -> Callable[[Mapping[str, Any]], int]:
     return count
 
 
-def local_vocab(path: Path) -> LocalVocab | None:
+def local_vocab(
+    path: Path, prepare: Callable[[Mapping[str, Any]], Mapping[str, Any]]
+) -> LocalVocab | None:
     """A :class:`LocalVocab` when the file is here and ``llama-cpp-python`` is installed."""
     try:
         import llama_cpp  # noqa: F401
     except ImportError:
         return None
-    return LocalVocab(path) if path.is_file() else None
+    return LocalVocab(path, prepare) if path.is_file() else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,7 +40,7 @@ from backends.errors import (
     NodeUnreachable,
 )
 from backends.sse import DONE, ByteDecoder, Event
-from backends.toolcalls_plan import template_style
+from backends.toolcalls_plan import TemplateStyle, template_style
 from backends.tooling import Dialect, involves_tools, relay
 
 _CONTEXT_CODES = {"context_length_exceeded", "exceed_context_size_error"}
@@ -209,14 +209,19 @@ async def _within(node: str, limit: float, what: str) -> AsyncIterator[None]:
 class HttpNode:
     """A :class:`backends.base.Backend` for one llama.cpp server (either kind).
 
-    ``tools`` says whether the member's chat template renders tools (else the gateway
-    describes them in the system message); the node's kind and, on native ``llama-server``,
-    its template are learned by :meth:`probe`, and decide how requests with tools are asked
+    ``style`` says how the member's chat template treats tools (``none``: the gateway describes
+    them in the system message); the node's kind and, on native ``llama-server``, its template
+    are learned by :meth:`probe`, and decide how requests with tools are asked
     (:mod:`backends.tooling`).
     """
 
     def __init__(
-        self, spec: Node, session: aiohttp.ClientSession, timeouts: Timeouts, *, tools: bool = True
+        self,
+        spec: Node,
+        session: aiohttp.ClientSession,
+        timeouts: Timeouts,
+        *,
+        style: TemplateStyle = "hermes",
     ) -> None:
         self.name = spec.name
         self.spec = spec
@@ -228,7 +233,7 @@ class HttpNode:
         # ceil_threshold: aiohttp would round the deadline of a limit over 5 s up to a whole second.
         self._connect = aiohttp.ClientTimeout(connect=timeouts.connect, ceil_threshold=math.inf)
         kind = spec.kind if spec.kind != "auto" else "llama_cpp_server"
-        self.dialect = Dialect(kind, "hermes" if tools else "none")
+        self.dialect = Dialect(kind, style)
 
     def _payload(self, body: Mapping[str, Any]) -> bytes:
         sent = {

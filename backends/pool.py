@@ -227,6 +227,7 @@ class Pool:
                 started=state.started,
                 first_token=first - started,
                 fitted=notes,
+                prompt_tokens=request.prompt_tokens,
             )
             return committed, stack.pop_all()
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from backends.base import Chunk
+from backends.config import Member
 from backends.toolcalls import Call
 from backends.toolcalls_plan import NodeKind, TemplateStyle, ToolPlan, plan_for
 from backends.toolcalls_schema import call_errors
@@ -50,6 +51,10 @@ class Dialect:
     def plan(self, body: Mapping[str, Any]) -> ToolPlan:
         return plan_for(body, self.kind, style=self.style)
 
+    def prepared(self, body: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The body this node is sent for ``body``."""
+        return self.formatted(self.plan(body).body if involves_tools(body) else body)
+
     def formatted(self, body: Mapping[str, Any]) -> Mapping[str, Any]:
         """``body`` with a ``json_schema`` response format in the form the node takes:
         ``llama_cpp.server`` knows only ``{"type": "json_object", "schema": ...}`` (it answers
@@ -65,6 +70,12 @@ class Dialect:
         if isinstance(schema, Mapping):
             replaced["schema"] = schema
         return {**body, "response_format": replaced}
+
+
+def style_of(member: Member) -> TemplateStyle:
+    """How a member's template treats tools until its node says (native llama-server reports
+    its template): Hermes/Qwen tags when it calls tools, none otherwise."""
+    return "hermes" if member.tools else "none"
 
 
 async def relay(

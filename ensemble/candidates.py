@@ -130,7 +130,7 @@ async def ask(
     """The member's whole answer; failures are recorded, not raised (cancellation is)."""
     loop = asyncio.get_running_loop()
     started = loop.time()
-    prompt = estimate_prompt_tokens(request.body.get("messages"))
+    prompt = estimate_prompt_tokens(request.body.get("messages"), request.body.get("tools"))
     ask_for = _request_for(request, member, sample, sample_temperature)
     try:
         async with backend.stream(ask_for) as reply:
@@ -150,7 +150,7 @@ async def ask(
         member,
         sample,
         chunks,
-        accumulated(chunks, prompt),
+        accumulated(chunks, reply.prompt_tokens or prompt),
         node=reply.node,
         attempts=reply.attempts,
         failures=tuple(f"{f.node}: {f.reason}" for f in reply.failures),

@@ -64,8 +64,13 @@ class Exchange:
     include_usage: bool = False
     keepalive: float = 2.0
 
-    def accumulator(self) -> Accumulator:
-        return Accumulator(prompt_estimate=estimate_prompt_tokens(self.ctx.body.get("messages")))
+    def accumulator(self, answer: Answer) -> Accumulator:
+        """Gathers the answer; a node that reports no usage gets the prompt tokens the pool
+        counted (or estimated, tools included)."""
+        live = answer.live.prompt_tokens if answer.live is not None else 0
+        body = self.ctx.body
+        estimate = estimate_prompt_tokens(body.get("messages"), body.get("tools"))
+        return Accumulator(prompt_estimate=live or estimate)
 
     def record(self, answer: Answer, calls: tuple[Call, ...]) -> dict[str, Any]:
         return booagent(answer, calls, kind=self.ctx.kind.value, requested=self.strategy.name)
@@ -128,9 +133,9 @@ class _Whole:
     async def _answer(self, watch: Watch) -> Outcome:
         exchange = self.exchange
         loop = asyncio.get_running_loop()
-        acc = exchange.accumulator()
         first: float | None = None
         async with exchange.strategy(exchange.ctx) as answer:
+            acc = exchange.accumulator(answer)
             async for chunk in answer.chunks:
                 acc.add(chunk)
                 if first is None and chunk.is_content:
@@ -213,7 +218,7 @@ class _Streamed:
         (``Chunk.more``) in one write. Ends with the finishing frame (``booagent`` object,
         usage) and ``[DONE]``, or with an error frame if the answer fails on the way."""
         exchange, loop = self.exchange, asyncio.get_running_loop()
-        framer = _Framer(exchange.identity, exchange.include_usage, exchange.accumulator())
+        framer = _Framer(exchange.identity, exchange.include_usage, exchange.accumulator(answer))
         try:
             async for chunk in answer.chunks:
                 framer.add(chunk, loop.time() - self.started)
