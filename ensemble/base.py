@@ -25,6 +25,7 @@ from backends.base import Backend, ChatRequest, Chunk, Reply
 from backends.tooling import involves_tools
 from ensemble.classify import Kind, classify, last_user_text
 from ensemble.json_shape import requested_schema, with_schema
+from ensemble.tool_select import Selection
 
 StrategyName = Literal["auto", "route", "cascade", "ensemble", "program"]
 Usage = Mapping[str, int]
@@ -47,16 +48,23 @@ NO_OPTIONS = Options()
 @dataclass(frozen=True, slots=True)
 class Context:
     """One chat request as the strategies see it: classified once, never changed. ``tools``
-    says it is a tool turn (it offers tools, or carries earlier calls and their results)."""
+    says it is a tool turn (it offers tools, or carries earlier calls and their results);
+    ``selected`` what was kept of many offered tools (:mod:`ensemble.tool_select`)."""
 
     request: ChatRequest
     kind: Kind
     options: Options = NO_OPTIONS
     tools: bool = False
+    selected: Selection | None = None
 
     @classmethod
     def of(
-        cls, body: Mapping[str, Any], *, buffered: bool = False, options: Options = NO_OPTIONS
+        cls,
+        body: Mapping[str, Any],
+        *,
+        buffered: bool = False,
+        options: Options = NO_OPTIONS,
+        selected: Selection | None = None,
     ) -> Context:
         """The request classified. A chore is queued behind users' own turns, and one that
         shows the JSON object it wants is asked for it with that object's schema (enforced
@@ -68,7 +76,7 @@ class Context:
             schema = None if body.get("response_format") else requested_schema(_asked(body))
             body = body if schema is None else with_schema(dict(body), schema)
         request = ChatRequest(body, buffered=buffered, priority=priority)
-        return cls(request, kind, options, involves_tools(body))
+        return cls(request, kind, options, involves_tools(body), selected)
 
     @property
     def body(self) -> Mapping[str, Any]:

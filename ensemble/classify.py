@@ -63,6 +63,14 @@ _MATH = re.compile(
     re.IGNORECASE,
 )
 _DIGITS = re.compile(r"\d")
+_REFERS_BACK = re.compile(
+    r"^\W*(?:now\W+)?(?:add|make|change|fix|rewrite|rename|refactor|explain|optimi[sz]e|"
+    r"improve|convert|extend|remove|update|simplify|test)\b|\b(?:it|this|that|these|them)\b",
+    re.IGNORECASE,
+)
+_FOLLOW_UP = 300
+"""Characters up to which a user message can be a follow-up read in the light of the answer
+before it."""
 WINDOW = 16_000
 """Characters read from each end of the message: enough to judge it, and a bound on the time
 the event loop spends on a prompt of any size (a few MB would otherwise block it for seconds)."""
@@ -74,7 +82,7 @@ def classify(body: Mapping[str, Any]) -> Kind:
     last_user = _window(last_user_text(messages))
     if _CHORE.match(last_user):
         return Kind.CHORE
-    if _looks_like_code(last_user):
+    if _looks_like_code(last_user) or _follows_code(messages, last_user):
         return Kind.CODE
     if body.get("response_format") or _call_forced(body) or _structured(last_user):
         return Kind.STRUCTURED
@@ -92,6 +100,19 @@ def _looks_like_code(text: str) -> bool:
     if _FENCE.search(text) or len(_CODE_LINE.findall(text)) >= 2:
         return True
     return bool(_STRONG.search(text)) or len({w.lower() for w in _WEAK.findall(text)}) >= 3
+
+
+def _follows_code(messages: Sequence[Any], last_user: str) -> bool:
+    """A short follow-up that refers back ("now add tests for it", "make it faster") to an
+    answer that held code."""
+    if len(last_user) > _FOLLOW_UP or not isinstance(messages, list):
+        return False
+    if not _REFERS_BACK.search(last_user):
+        return False
+    for message in reversed(messages):
+        if isinstance(message, Mapping) and message.get("role") == "assistant":
+            return bool(_FENCE.search(_window(message_text(message.get("content")))))
+    return False
 
 
 def _call_forced(body: Mapping[str, Any]) -> bool:

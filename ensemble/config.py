@@ -61,6 +61,15 @@ class ProgramSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     wall_seconds: Annotated[float, msgspec.Meta(gt=0, le=120)] = 5.0
 
 
+class ToolSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """When a turn offers more than ``select_above`` tools with ``tool_choice`` auto, only the
+    ``keep`` tools its words point to (and those the conversation already called) are sent
+    (:mod:`ensemble.tool_select`); 0 sends every tool always."""
+
+    select_above: Annotated[int, msgspec.Meta(ge=0)] = 8
+    keep: Annotated[int, msgspec.Meta(ge=1)] = 4
+
+
 class StrategySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """``default`` serves the bare virtual model; ``auto`` maps a kind of request to a strategy."""
 
@@ -69,4 +78,5 @@ class StrategySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     cascade: CascadeSettings = CascadeSettings()
     ensemble: EnsembleSettings = EnsembleSettings()
     program: ProgramSettings = ProgramSettings()
+    tools: ToolSettings = ToolSettings()
     keepalive_seconds: Annotated[float, msgspec.Meta(gt=0)] = 2.0

@@ -27,6 +27,7 @@ from ensemble.fanout import Ensemble
 from ensemble.program import Program
 from ensemble.route import Pinned
 from ensemble.route import Router as RouteStrategy
+from ensemble.tool_select import select_tools
 from gateway.auth import RequireApiKey
 from gateway.chat import ChatResponse, Exchange
 from gateway.errors import EXCEPTION_HANDLERS, InvalidRequest, ModelNotFound
@@ -78,7 +79,13 @@ class Gateway:
             raise InvalidRequest(
                 "`booagent.strategy` applies to the virtual model only", param="booagent.strategy"
             )
-        ctx = Context.of(parsed.forward, buffered=not checked.stream, options=parsed.options)
+        tools = self.settings.strategies.tools
+        body, selected = select_tools(parsed.forward, above=tools.select_above, keep=tools.keep)
+        if not tools.select_above:
+            body, selected = parsed.forward, None
+        ctx = Context.of(
+            body, buffered=not checked.stream, options=parsed.options, selected=selected
+        )
         return Exchange(
             ctx,
             strategy,

@@ -73,7 +73,10 @@ class Exchange:
         return Accumulator(prompt_estimate=live or estimate)
 
     def record(self, answer: Answer, calls: tuple[Call, ...]) -> dict[str, Any]:
-        return booagent(answer, calls, kind=self.ctx.kind.value, requested=self.strategy.name)
+        record = booagent(answer, calls, kind=self.ctx.kind.value, requested=self.strategy.name)
+        if self.ctx.selected is not None:
+            record["tools"] = self.ctx.selected.record()
+        return record
 
     def calls(self, answer: Answer, acc: Accumulator, started: float) -> tuple[Call, ...]:
         """The answer's calls; a streamed node call's latency counts from its first attempt

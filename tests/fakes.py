@@ -16,6 +16,7 @@ from typing import Any
 
 from backends.admission import Admission
 from backends.base import ChatRequest, Chunk, Reply
+from backends.collect import Accumulator
 from backends.config import Breaker, Member, Node, Policies
 from backends.errors import NodeError
 from backends.health import HealthTracker
@@ -24,6 +25,40 @@ from backends.node import ManagedNode
 from backends.pool import Pool
 
 ReplyText = str | Callable[[ChatRequest], str]
+
+
+def node_chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> Chunk:
+    """A chunk as llama.cpp sends it, with the node's own id and model path."""
+    return Chunk(
+        {
+            "id": "chatcmpl-node",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "/models/qwen.gguf",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            **extra,
+        }
+    )
+
+
+def tool_fragment(index: int, *, id: str = "", name: str = "", arguments: str = "") -> Chunk:
+    """One streamed piece of a tool call, as a node sends it."""
+    call: dict[str, Any] = {"index": index, "function": {}}
+    if id:
+        call |= {"id": id, "type": "function"}
+    if name:
+        call["function"]["name"] = name
+    if arguments:
+        call["function"]["arguments"] = arguments
+    return node_chunk({"tool_calls": [call]})
+
+
+def accumulate(*chunks: Chunk, prompt_estimate: int = 0) -> Accumulator:
+    """An accumulator that has taken ``chunks``."""
+    accumulator = Accumulator(prompt_estimate=prompt_estimate)
+    for chunk in chunks:
+        accumulator.add(chunk)
+    return accumulator
 
 
 def content_chunk(text: str, finish: str | None = None) -> Chunk:

@@ -3,45 +3,13 @@
 from __future__ import annotations
 
 from itertools import pairwise
-from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from backends.base import Chunk
 from backends.collect import Accumulator, estimate_prompt_tokens
-
-
-def node_chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> Chunk:
-    """A chunk as llama.cpp sends it, with the node's own id and model path."""
-    return Chunk(
-        {
-            "id": "chatcmpl-node",
-            "object": "chat.completion.chunk",
-            "created": 1,
-            "model": "/models/qwen.gguf",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-            **extra,
-        }
-    )
-
-
-def tool_fragment(index: int, *, id: str = "", name: str = "", arguments: str = "") -> Chunk:
-    call: dict[str, Any] = {"index": index, "function": {}}
-    if id:
-        call |= {"id": id, "type": "function"}
-    if name:
-        call["function"]["name"] = name
-    if arguments:
-        call["function"]["arguments"] = arguments
-    return node_chunk({"tool_calls": [call]})
-
-
-def accumulate(*chunks: Chunk, prompt_estimate: int = 0) -> Accumulator:
-    accumulator = Accumulator(prompt_estimate=prompt_estimate)
-    for chunk in chunks:
-        accumulator.add(chunk)
-    return accumulator
+from tests.fakes import accumulate, node_chunk, tool_fragment
 
 
 class TestToolCalls:

@@ -131,6 +131,18 @@ class TestBody:
         ]
         assert classify(ask(parts)) is Kind.CODE
 
+    def test_a_short_follow_up_to_code_is_code(self) -> None:
+        """ "Add a few tests for it" after an answer with code is about that code."""
+        history = [
+            {"role": "user", "content": "Write a function that reverses a list."},
+            {"role": "assistant", "content": "```python\ndef rev(x):\n    return x[::-1]\n```"},
+            {"role": "user", "content": "Now add a few tests for it."},
+        ]
+        assert classify({"messages": history}) is Kind.CODE
+        prose = [*history[:1], {"role": "assistant", "content": "Sure, lists can be reversed."},
+                 history[2]]  # fmt: skip
+        assert classify({"messages": prose}) is not Kind.CODE
+
     def test_offered_tools_do_not_change_the_kind(self) -> None:
         """Tools offered with ``auto`` (Open WebUI attaches 36 to every turn, a code
         interpreter among them) leave the kind to the user's message."""

@@ -148,3 +148,20 @@ class TestRecords:
     async def test_a_whole_answer_has_its_length(self) -> None:
         response = await _post(_app((FakeNode("a"), M1)), "m1", stream=False)
         assert int(response.headers["content-length"]) == len(response.content)
+
+
+class TestManyTools:
+    async def test_a_turn_offering_many_unrelated_tools_is_sent_without_them(self) -> None:
+        """Of twelve offered tools none is about the question: the node gets none, and the
+        answer says what was offered and sent."""
+        node = FakeNode("a", reply="the moon is a rock")
+        tools = [
+            {"type": "function", "function": {"name": f"manage_widget_{i}",
+                                              "description": "Manage a widget."}}
+            for i in range(12)
+        ]  # fmt: skip
+        async with AsyncTestClient(_app((node, M1))) as client:
+            body = {**ASK, "model": "m1", "tools": tools}
+            response = await client.post("/v1/chat/completions", json=body)
+        assert response.json()["booagent"]["tools"] == {"offered": 12, "sent": []}
+        assert "tools" not in node.requests[0].body

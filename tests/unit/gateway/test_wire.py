@@ -3,47 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from backends.base import Chunk
-from backends.collect import Accumulator
 from gateway.wire import Identity, client_chunk, completion, usage_chunk
+from tests.fakes import accumulate, node_chunk, tool_fragment
 
 IDENTITY = Identity(model="booagent", id="chatcmpl-test", created=1700000000)
-
-
-def node_chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> Chunk:
-    """A chunk as llama.cpp sends it, with the node's own id and model path."""
-    return Chunk(
-        {
-            "id": "chatcmpl-node",
-            "object": "chat.completion.chunk",
-            "created": 1,
-            "model": "/models/qwen.gguf",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-            **extra,
-        }
-    )
-
-
-def tool_fragment(index: int, *, id: str = "", name: str = "", arguments: str = "") -> Chunk:
-    call: dict[str, Any] = {"index": index, "function": {}}
-    if id:
-        call |= {"id": id, "type": "function"}
-    if name:
-        call["function"]["name"] = name
-    if arguments:
-        call["function"]["arguments"] = arguments
-    return node_chunk({"tool_calls": [call]})
-
-
-def accumulate(*chunks: Chunk) -> Accumulator:
-    accumulator = Accumulator()
-    for chunk in chunks:
-        accumulator.add(chunk)
-    return accumulator
 
 
 class TestCompletion:
