@@ -14,6 +14,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from backends.toolcalls import Call, tools_of
+from backends.toolcalls_schema import call_errors
+
 _FENCE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+|/\d+)?")
 _WORD = re.compile(r"\w+")
@@ -104,19 +107,19 @@ def _of(schema: Mapping[str, Any], key: str, kind: type, default: Any) -> Any:
 
 
 def tool_calls_valid(tool_calls: Sequence[Mapping[str, Any]], tools: Sequence[Any]) -> bool:
-    """Every tool call names a declared tool and its arguments parse against the schema."""
-    schemas = {
-        t["function"]["name"]: t["function"].get("parameters")
-        for t in tools
-        if isinstance(t, Mapping) and isinstance(t.get("function"), Mapping)
-    }
-    for call in tool_calls:
-        function = call.get("function") or {}
-        if function.get("name") not in schemas:
-            return False
-        if not json_matches(function.get("arguments") or "", schemas[function["name"]]):
-            return False
-    return bool(tool_calls)
+    """Every tool call names an offered tool and its arguments validate against that tool's
+    JSON Schema (the same check the node client makes: :mod:`backends.toolcalls_schema`)."""
+    offered = tools_of({"tools": list(tools)})
+    calls = [_call(c) for c in tool_calls]
+    return bool(calls) and all(c is not None and not call_errors(c, offered) for c in calls)
+
+
+def _call(entry: Mapping[str, Any]) -> Call | None:
+    function = entry.get("function")
+    if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
+        return None
+    arguments = function.get("arguments")
+    return Call(function["name"], arguments if isinstance(arguments, str) else "")
 
 
 def confidence(logprobs: Sequence[Any]) -> float | None:
