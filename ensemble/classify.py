@@ -3,8 +3,10 @@
 Chores are the helper requests chat front ends send around each answer (Open WebUI starts
 their user message with ``### Task:``: titles, tags, follow-ups, search queries). Code is
 recognised by code blocks, code-like lines or programming vocabulary in the user's message.
-Structured requests ask for a checkable format (JSON, a forced tool call, exactly N words or
-items); the tools a request merely offers do not change its kind. Math requests are word
+Structured requests ask for a checkable format (JSON, exactly N words or items). Tools do not
+change a request's kind, even with a call forced: the nodes' grammar makes any forced call
+valid, so a validity check (the cascade's) cannot judge it, and the test split showed the
+cascade accept the cheap member's valid call to the wrong tool. Math requests are word
 problems with numbers.
 """
 
@@ -84,7 +86,7 @@ def classify(body: Mapping[str, Any]) -> Kind:
         return Kind.CHORE
     if _looks_like_code(last_user) or _follows_code(messages, last_user):
         return Kind.CODE
-    if body.get("response_format") or _call_forced(body) or _structured(last_user):
+    if body.get("response_format") or _structured(last_user):
         return Kind.STRUCTURED
     if len(_DIGITS.findall(last_user)) >= 2 and _MATH.search(last_user):
         return Kind.MATH
@@ -113,14 +115,6 @@ def _follows_code(messages: Sequence[Any], last_user: str) -> bool:
         if isinstance(message, Mapping) and message.get("role") == "assistant":
             return bool(_FENCE.search(_window(message_text(message.get("content")))))
     return False
-
-
-def _call_forced(body: Mapping[str, Any]) -> bool:
-    """True when the answer must be a tool call (``tool_choice`` required or a named function).
-    Tools offered with ``auto`` say nothing about the question: chat front ends such as Open
-    WebUI attach dozens of them to every turn."""
-    choice = body.get("tool_choice")
-    return bool(body.get("tools")) and (choice == "required" or isinstance(choice, Mapping))
 
 
 def last_user_text(messages: Sequence[Any]) -> str:

@@ -163,11 +163,12 @@ class TestBody:
     @pytest.mark.parametrize(
         "choice", ["required", {"type": "function", "function": {"name": "get_weather"}}]
     )
-    def test_a_forced_call_is_structured(self, choice: object) -> None:
-        """When the answer must be a call it is checkable: structured."""
+    def test_a_forced_call_keeps_the_messages_kind(self, choice: object) -> None:
+        """A forced call is valid by construction (the nodes' grammar): nothing cheap can
+        judge it, so it goes where its question would."""
         tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]
         body = ask("What is the weather in Paris?", tools=tools, tool_choice=choice)
-        assert classify(body) is Kind.STRUCTURED
+        assert classify(body) is Kind.GENERAL
 
     def test_response_format_means_structured(self) -> None:
         """A requested response format is structured whatever the prompt says."""
