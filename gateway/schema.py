@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 import msgspec
+from jsonschema.exceptions import SchemaError
+from jsonschema.validators import validator_for
 
 from ensemble.base import NO_OPTIONS, Options
 from gateway.errors import InvalidRequest
@@ -148,6 +150,7 @@ def parse_chat(raw: bytes, members: Sequence[str] = ()) -> ParsedChat:
         raise _invalid(str(exc)) from exc
     if checked.response_format is not None:
         _check_response_format(checked.response_format)
+    _check_tool_schemas(checked.tools or [])
     _check_parts(checked.messages)
     options = _options(body.get("booagent"), members)
     return ParsedChat(checked=checked, forward=_forward(body, checked), options=options)
@@ -190,6 +193,34 @@ def _check_response_format(fmt: dict[str, Any]) -> None:
     if spec is not None and not isinstance(spec.get("schema", {}), dict):
         param = "response_format.json_schema.schema"
         raise InvalidRequest(f"`{param}` must be an object", param=param)
+    for where, schema in (
+        ("json_schema.schema", (spec or {}).get("schema")),
+        ("schema", fmt.get("schema")),
+    ):
+        if isinstance(schema, dict):
+            _check_schema(schema, f"response_format.{where}")
+
+
+def _check_tool_schemas(tools: Sequence[Tool]) -> None:
+    """Each tool's ``parameters`` is a JSON Schema: the nodes turn it into a grammar to force a
+    call, and a schema that is not one could stop a node (llama_cpp.server exits on a grammar
+    it cannot parse)."""
+    for i, tool in enumerate(tools):
+        if tool.function.parameters is not None:
+            _check_schema(tool.function.parameters, f"tools[{i}].function.parameters")
+
+
+def _check_schema(schema: dict[str, Any], param: str) -> None:
+    try:
+        validator_for(schema).check_schema(schema)
+    except SchemaError as exc:
+        where = "/".join(str(p) for p in exc.path)
+        at = f" at `{where}`" if where else ""
+        raise InvalidRequest(
+            f"`{param}` is not a valid JSON Schema{at}: {exc.message[:200]}", param=param
+        ) from exc
+    except RecursionError as exc:
+        raise InvalidRequest(f"`{param}` is nested too deeply", param=param) from exc
 
 
 def _check_parts(messages: Sequence[Message]) -> None:

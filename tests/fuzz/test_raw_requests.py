@@ -311,17 +311,30 @@ class TestCascadeInputs:
         return create_app(config, pool_factory=lambda _: pool)
 
     @pytest.mark.parametrize(
-        "schema",
-        [{"properties": {"a": 5}}, {"required": 5}, {"required": [["a"]]}, {"type": ["object"]}],
+        "schema", [{"properties": {"a": 5}}, {"required": 5}, {"required": [["a"]]}]
     )
-    async def test_malformed_inner_schemas_are_answered(self, schema: dict[str, Any]) -> None:
+    async def test_malformed_inner_schemas_are_refused_by_name(
+        self, schema: dict[str, Any]
+    ) -> None:
         """Finding: a JSON schema whose parts were not objects or lists crashed the cascade's
-        JSON check (500); such parts constrain nothing now."""
+        JSON check (500). Such a schema is no JSON Schema, and a node given it as a grammar
+        could exit: it is a 400 naming it now."""
         body = {
             "model": "booagent-cluster:cascade",
             "messages": [{"role": "user", "content": "give json"}],
             "response_format": {"type": "json_schema", "json_schema": {"schema": schema}},
         }
+        async with AsyncTestClient(self.cascade_app('{"a": 1}')) as client:
+            response = await client.post(CHAT, json=body)
+        assert_openai_error(response, 400, "response_format.json_schema.schema")
+
+    async def test_an_unusual_but_valid_schema_is_judged(self) -> None:
+        body = {
+            "model": "booagent-cluster:cascade",
+            "messages": [{"role": "user", "content": "give json"}],
+            "response_format": {"type": "json_schema",
+                                "json_schema": {"schema": {"type": ["object"]}}},
+        }  # fmt: skip
         async with AsyncTestClient(self.cascade_app('{"a": 1}')) as client:
             response = await client.post(CHAT, json=body)
         assert response.status_code == 200

@@ -322,3 +322,26 @@ class TestHostileInput:
             assert error.param is not None and error.param.startswith("messages[0].content[")
             return
         assert classify(parsed.forward) in set(Kind)
+
+
+class TestSchemas:
+    """Schemas the nodes turn into grammars must be JSON Schemas (llama_cpp.server exits on a
+    grammar it cannot parse, so a bad one is refused here, named)."""
+
+    def test_a_tool_whose_parameters_are_no_schema_is_named(self) -> None:
+        tool = {"type": "function", "function": {"name": "f", "parameters": {"type": 12}}}
+        error = rejected({**BASE, "tools": [tool]})
+        assert error.param == "tools[0].function.parameters"
+        assert "not a valid JSON Schema" in error.message
+
+    def test_a_response_format_schema_that_is_none_is_named(self) -> None:
+        fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"required": 1}}}
+        error = rejected({**BASE, "response_format": fmt})
+        assert error.param == "response_format.json_schema.schema"
+
+    def test_valid_schemas_pass(self) -> None:
+        parameters = {"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]}
+        tool = {"type": "function", "function": {"name": "f", "parameters": parameters}}
+        fmt = {"type": "json_object", "schema": {"type": "object"}}
+        parsed = parse_chat(encode({**BASE, "tools": [tool], "response_format": fmt}))
+        assert parsed.forward["tools"] == [tool]
