@@ -9,7 +9,7 @@ Counting it takes the member's own tokenizer and template:
   ``node`` extra; about 0.9 s to load, 0.5 ms to render and 25-50 ms to tokenize 26 KB, off the
   event loop). Measured against a node's own count: equal.
 - :class:`NativeCount`: a native ``llama-server`` of the member renders and tokenizes it
-  itself (``/apply-template``, ``/tokenize``: no slot taken).
+  itself (``/v1/chat/completions/input_tokens``: no slot taken).
 - :class:`Estimate`: neither at hand (a remote ``llama_cpp.server`` node whose model file is
   elsewhere): about 3 characters a token, which errs on the long side.
 
@@ -24,6 +24,7 @@ counted at all (:func:`bound`).
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -77,7 +78,8 @@ class LocalVocab:
     """The member's GGUF vocabulary and chat template, loaded on first use. ``prepare`` turns
     a request into what ``llama_cpp.server`` renders for this member (its tools and earlier
     calls written as the node is asked: :mod:`backends.tooling`). A prompt the template cannot
-    render is estimated (the node will say what is wrong with it)."""
+    render is estimated (the node will say what is wrong with it), and so is every prompt
+    when the vocabulary cannot be loaded."""
 
     path: Path
     prepare: Callable[[Mapping[str, Any]], Mapping[str, Any]] = lambda body: body
@@ -87,11 +89,18 @@ class LocalVocab:
     async def count(self, body: Mapping[str, Any]) -> int:
         async with self._lock:
             if self._loaded is None:
-                self._loaded = await asyncio.to_thread(_load_vocab, self.path)
+                try:
+                    self._loaded = await asyncio.to_thread(_load_vocab, self.path)
+                except (ImportError, OSError, ValueError):  # a broken install or model file
+                    self._loaded = _no_vocab
         try:
             return int(await asyncio.to_thread(self._loaded, self.prepare(body)))
         except Exception:  # a template error is the request's, for the node to report
             return await ESTIMATE.count(body)
+
+
+def _no_vocab(body: Mapping[str, Any]) -> int:
+    raise LookupError("the vocabulary could not be loaded")
 
 
 def _load_vocab(path: Path) -> Callable[[Mapping[str, Any]], int]:
@@ -116,10 +125,9 @@ def _load_vocab(path: Path) -> Callable[[Mapping[str, Any]], int]:
 def local_vocab(
     path: Path, prepare: Callable[[Mapping[str, Any]], Mapping[str, Any]]
 ) -> LocalVocab | None:
-    """A :class:`LocalVocab` when the file is here and ``llama-cpp-python`` is installed."""
-    try:
-        import llama_cpp  # noqa: F401
-    except ImportError:
+    """A :class:`LocalVocab` when the file is here and ``llama-cpp-python`` is installed
+    (looked up, not imported: importing it takes a third of a second, paid on first use)."""
+    if importlib.util.find_spec("llama_cpp") is None:
         return None
     return LocalVocab(path, prepare) if path.is_file() else None
 

@@ -249,14 +249,13 @@ class HttpNode:
         loop = asyncio.get_running_loop()
         begun = loop.time()
         deadline = begun + self._timeouts.total
-        body = self.dialect.formatted(request.body)
+        body, dialect = request.body, self.dialect
         reading = request.prompt_tokens / self._timeouts.prompt_rate
         if not involves_tools(body):
-            async with self._open(body, begun + reading, deadline) as chunks:
+            async with self._open(dialect.formatted(body), begun + reading, deadline) as chunks:
                 yield Reply(chunks, self.name, self.spec.member, attempts=(self.name,),
                             started=begun)  # fmt: skip
             return
-        dialect = self.dialect
         plan = dialect.plan(body)
 
         def reask(again: Mapping[str, Any]) -> AbstractAsyncContextManager[AsyncIterator[Chunk]]:
@@ -363,7 +362,7 @@ class HttpNode:
         ``/v1/chat/completions/input_tokens``: no slot taken); None when it cannot say."""
         if self.dialect.kind != "llama_server":
             return None
-        sent = self.dialect.plan(body).body if involves_tools(body) else body
+        sent = self.dialect.prepared(body)
         limit = asyncio.get_running_loop().time() + self._timeouts.connect + 2.0
         try:
             async with (

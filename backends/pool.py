@@ -24,8 +24,6 @@ from backends.errors import (
     ContextLengthExceeded,
     NodeError,
     NodeOverloaded,
-    NodeProtocolError,
-    NodeServerError,
     NodeTimeout,
     NoNodeAvailable,
     RequestFailed,
@@ -258,7 +256,7 @@ class Pool:
         """Record a failed attempt; a node fault counts toward the node's breaker, the
         request's own does not (one that failed inside the answer of a node whose health
         check passes right after)."""
-        if _inside_answer(exc) and await self._healthy(node):
+        if exc.inside_answer and await self._healthy(node):
             state.refused(node, exc)
             return
         state.record(node, exc)
@@ -297,12 +295,6 @@ class Pool:
         self._probes.clear()
         if self._on_close is not None:
             await self._on_close()
-
-
-def _inside_answer(exc: NodeError) -> bool:
-    """The node accepted the request and failed inside its answer: an error frame, or a
-    stream that ended with no output (``llama_cpp.server`` raising mid-stream)."""
-    return isinstance(exc, NodeServerError | NodeProtocolError) and exc.inside_answer
 
 
 def _request_failed(state: Attempts) -> RequestFailed:

@@ -48,7 +48,7 @@ def messages_for(
     names: dict[str, str] = {}
     out = []
     for message in messages:
-        calls = _calls_of(message)
+        calls = message_calls(message)
         names.update({call_id: call.name for call_id, call in calls})
         if template_knows_tools:
             out.append(_known(message, calls, hermes_calls))
@@ -88,7 +88,7 @@ def calls_text(content: str, calls: Sequence[Call]) -> str:
     return "\n".join([content, *lines] if content else lines)
 
 
-def _calls_of(message: Mapping[str, Any]) -> list[tuple[str, Call]]:
+def message_calls(message: Mapping[str, Any]) -> list[tuple[str, Call]]:
     """The (id, call) pairs of an assistant message's ``tool_calls``."""
     sent = message.get("tool_calls") if message.get("role") == "assistant" else None
     if not isinstance(sent, list):

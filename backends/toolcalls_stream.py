@@ -4,10 +4,10 @@
   ``backends.toolcalls``), passing plain text through with a bounded delay.
 - :class:`DeltaNormalizer` repairs the ``tool_calls`` deltas nodes do send (``llama_cpp.server``
   repeats the name in every delta; ids and indexes may be missing or vary).
-- :func:`call_deltas` and :func:`tool_calls_list` write finished calls for a stream or a message.
-- :class:`ToolCallStream` and :func:`normalize_completion` apply all this to whole chunks and
-  whole answers: stable ``call_<24 hex>`` ids, ``finish_reason: "tool_calls"`` when there are
-  calls, ``content: null`` when the answer is only calls.
+- :func:`call_deltas` writes finished calls for a stream.
+- :class:`ToolCallStream` applies all this to whole chunks: stable ``call_<24 hex>`` ids,
+  ``finish_reason: "tool_calls"`` when there are calls. (Nodes are always asked to stream, so
+  a whole answer is built from the rewritten chunks, never rewritten itself.)
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from __future__ import annotations
 import enum
 import json
 import secrets
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from backends.toolcalls import MARKERS, Call, Start, Tool, compact, parse_calls, start_of
+from backends.toolcalls import MARKERS, Call, Start, Tool, parse_calls, start_of
 
 _MARKER_TAIL = max(len(marker) for marker in MARKERS) - 1
 """The most text held back in plain-text mode: a marker's longest proper prefix."""
@@ -206,20 +206,6 @@ def call_deltas(
     ]
 
 
-def tool_calls_list(
-    calls: Iterable[Call], *, new_id: Callable[[], str] = new_call_id
-) -> list[dict[str, Any]]:
-    """A message's ``tool_calls`` for finished calls."""
-    return [
-        {
-            "id": new_id(),
-            "type": "function",
-            "function": {"name": call.name, "arguments": call.arguments},
-        }
-        for call in calls
-    ]
-
-
 @dataclass(slots=True)
 class ToolCallStream:
     """Rewrites a node's ``chat.completion.chunk`` dicts (first choice) for a tool request.
@@ -312,65 +298,3 @@ def _chunk(
         choice["logprobs"] = logprobs
     out["choices"] = [choice]
     return out
-
-
-def normalize_completion(
-    body: Mapping[str, Any],
-    tools: Sequence[Tool],
-    *,
-    parse_text: bool = True,
-    new_id: Callable[[], str] = new_call_id,
-) -> dict[str, Any]:
-    """A whole ``chat.completion`` with its calls OpenAI-shaped (see the module docstring)."""
-    out = dict(body)
-    choices = body.get("choices")
-    if isinstance(choices, list):
-        out["choices"] = [
-            _normalize_choice(choice, tools, parse_text, new_id)
-            if isinstance(choice, dict)
-            else choice
-            for choice in choices
-        ]
-    return out
-
-
-def _normalize_choice(
-    choice: Mapping[str, Any],
-    tools: Sequence[Tool],
-    parse_text: bool,
-    new_id: Callable[[], str],
-) -> dict[str, Any]:
-    message = choice.get("message")
-    if not isinstance(message, dict):
-        return dict(choice)
-    fixed = {k: v for k, v in message.items() if k != "function_call"}
-    calls, content = _message_calls(message, tools, parse_text)
-    if not calls:
-        fixed.pop("tool_calls", None)
-        return {**choice, "message": fixed}
-    fixed["tool_calls"] = tool_calls_list(calls, new_id=new_id)
-    fixed["content"] = content.strip() or None
-    return {**choice, "message": fixed, "finish_reason": "tool_calls"}
-
-
-def _message_calls(
-    message: Mapping[str, Any], tools: Sequence[Tool], parse_text: bool
-) -> tuple[tuple[Call, ...], str]:
-    content = message.get("content")
-    text = content if isinstance(content, str) else ""
-    sent = message.get("tool_calls")
-    if isinstance(sent, list) and sent:
-        calls = (_sent_call(call) for call in sent if isinstance(call, Mapping))
-        return tuple(call for call in calls if call is not None), text
-    parsed = parse_calls(text, tools) if parse_text and text else None
-    return ((), text) if parsed is None else (parsed.calls, parsed.content)
-
-
-def _sent_call(call: Mapping[str, Any]) -> Call | None:
-    """A call from a node's message ``tool_calls`` entry; object arguments become JSON text."""
-    function = call.get("function")
-    if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
-        return None
-    arguments = function.get("arguments")
-    text = arguments if isinstance(arguments, str) else compact(arguments or {})
-    return Call(function["name"], text)

@@ -20,8 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from backends.base import Chunk
+from backends.collect import Accumulator
 from backends.config import Member
 from backends.toolcalls import Call
+from backends.toolcalls_messages import message_calls
 from backends.toolcalls_plan import NodeKind, TemplateStyle, ToolPlan, plan_for
 from backends.toolcalls_schema import call_errors
 from backends.toolcalls_stream import ToolCallStream, call_deltas
@@ -163,17 +165,14 @@ def _answered(messages: Any) -> set[tuple[str, str]]:
     """(name, canonical arguments) of the calls in ``messages`` that have a tool result."""
     if not isinstance(messages, list):
         return set()
-    results = {m.get("tool_call_id") for m in messages if isinstance(m, Mapping)}
-    found = set()
-    for message in messages:
-        entries = message.get("tool_calls") if isinstance(message, Mapping) else None
-        for entry in entries if isinstance(entries, list) else []:
-            function = entry.get("function") if isinstance(entry, Mapping) else None
-            if isinstance(function, Mapping) and entry.get("id") in results:
-                arguments = function.get("arguments")
-                text = arguments if isinstance(arguments, str) else json.dumps(arguments)
-                found.add((str(function.get("name")), _canonical(text)))
-    return found
+    turns = [m for m in messages if isinstance(m, Mapping)]
+    results = {m.get("tool_call_id") for m in turns}
+    return {
+        (call.name, _canonical(call.arguments))
+        for message in turns
+        for call_id, call in message_calls(message)
+        if call_id in results
+    }
 
 
 def _canonical(arguments: str) -> str:
@@ -192,27 +191,17 @@ async def _in_words(
     async with reask(asked.body) as chunks:
         async for chunk in chunks:
             text.append(chunk.content)
-    kept = [c for c in (_without_calls(chunk) for chunk in held) if c is not None]
-    finish = next((c for c in kept if _finish_of(c) is not None), None)
-    template = finish or (held[-1] if held else {})
-    out = [_chunk(template, {"content": "".join(text)}, None)]
+    _, finish, template = _finish_split(held)
     reason = "stop" if finish is None or _finish_of(finish) == "tool_calls" else _finish_of(finish)
-    return [*out, _chunk(template, {}, reason)]
+    return [_chunk(template, {"content": "".join(text)}, None), _chunk(template, {}, reason)]
 
 
 def calls_in(chunks: Sequence[Mapping[str, Any]]) -> list[Call]:
     """The calls that OpenAI-shaped chunks carry, their argument fragments joined by index."""
-    names: dict[int, str] = {}
-    arguments: dict[int, list[str]] = {}
+    acc = Accumulator()
     for chunk in chunks:
-        choices = chunk.get("choices")
-        delta = (choices[0].get("delta") or {}) if isinstance(choices, list) and choices else {}
-        for entry in delta.get("tool_calls") or []:
-            index = int(entry.get("index", 0))
-            function = entry.get("function") or {}
-            names[index] = names.get(index) or function.get("name") or ""
-            arguments.setdefault(index, []).append(function.get("arguments") or "")
-    return [Call(names[i], "".join(arguments[i])) for i in sorted(names)]
+        acc.add(Chunk(chunk))
+    return [Call(c["function"]["name"], c["function"]["arguments"]) for c in acc.calls()]
 
 
 def _faults(calls: Sequence[Call], plan: ToolPlan) -> int:
@@ -231,10 +220,8 @@ def _parses(arguments: str) -> bool:
 def _with_calls(held: list[dict[str, Any]], calls: Sequence[Call]) -> list[dict[str, Any]]:
     """``held`` without its call deltas, the ``calls`` in their place, then the finish (whose
     usage and timings are kept) saying ``tool_calls`` when there are calls."""
-    kept = [c for c in (_without_calls(chunk) for chunk in held) if c is not None]
-    finish = next((c for c in kept if _finish_of(c) is not None), None)
+    kept, finish, template = _finish_split(held)
     out = [c for c in kept if c is not finish]
-    template = finish or (held[-1] if held else {})
     if calls:
         out.append(_chunk(template, {"tool_calls": call_deltas(calls)}, None))
     if finish is None and calls:
@@ -244,6 +231,16 @@ def _with_calls(held: list[dict[str, Any]], calls: Sequence[Call]) -> list[dict[
         reason = "stop" if reason == "tool_calls" and not calls else reason
         out.append({**finish, "choices": [{**finish["choices"][0], "finish_reason": reason}]})
     return out
+
+
+def _finish_split(
+    held: list[dict[str, Any]],
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None, Mapping[str, Any]]:
+    """``held`` without its call deltas, its finishing chunk (None when it has none), and the
+    chunk whose id and model the chunks written in place of the calls copy."""
+    kept = [c for c in (_without_calls(chunk) for chunk in held) if c is not None]
+    finish = next((c for c in kept if _finish_of(c) is not None), None)
+    return kept, finish, finish or (held[-1] if held else {})
 
 
 def _without_calls(chunk: dict[str, Any]) -> dict[str, Any] | None:

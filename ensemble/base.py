@@ -13,7 +13,7 @@ for every strategy.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal, Protocol
 import msgspec
 
 from backends.base import Backend, ChatRequest, Chunk, Reply
+from backends.errors import NodeError
 from backends.tooling import involves_tools
 from ensemble.classify import Kind, classify, last_user_text
 from ensemble.json_shape import requested_schema, with_schema
@@ -140,9 +141,9 @@ class Call:
         return shown
 
 
-def failure_names(reply: Reply) -> tuple[str, ...]:
-    """A reply's failed attempts as the ``booagent`` object and the log name them."""
-    return tuple(f"{f.node}: {f.reason}" for f in reply.failures)
+def failure_names(failures: Iterable[NodeError]) -> tuple[str, ...]:
+    """Failed node attempts as the ``booagent`` object and the log name them."""
+    return tuple(f"{f.node}: {f.reason}" for f in failures)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +178,7 @@ class Answer:
             node=live.node,
             outcome=self.live_outcome,
             attempts=live.attempts,
-            failures=failure_names(live),
+            failures=failure_names(live.failures),
             queue_wait=live.queue_wait,
             latency=latency,
             tokens=tokens,

@@ -17,7 +17,7 @@ from typing import Any
 from backends.base import Backend, ChatRequest, Chunk
 from backends.collect import Accumulator, estimate_prompt_tokens
 from backends.errors import AllNodesFailed, BooagentError, NodeError
-from ensemble.base import Call
+from ensemble.base import Call, failure_names
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +80,7 @@ class Candidate:
         return Call(
             member=self.member,
             node=self.node or None,
-            outcome="failed"
-            if self.failure is not None and self.outcome != "cancelled"
-            else self.outcome,
+            outcome="failed" if self.failure is not None else self.outcome,
             sample=self.sample,
             attempts=self.attempts,
             failures=self.failures,
@@ -130,7 +128,6 @@ async def ask(
     """The member's whole answer; failures are recorded, not raised (cancellation is)."""
     loop = asyncio.get_running_loop()
     started = loop.time()
-    prompt = estimate_prompt_tokens(request.body.get("messages"), request.body.get("tools"))
     ask_for = _request_for(request, member, sample, sample_temperature)
     try:
         async with backend.stream(ask_for) as reply:
@@ -142,7 +139,7 @@ async def ask(
             member,
             sample,
             attempts=tuple(f.node for f in failed),
-            failures=tuple(f"{f.node}: {f.reason}" for f in failed),
+            failures=failure_names(failed),
             latency=loop.time() - started,
             failure=exc,
         )
@@ -150,14 +147,18 @@ async def ask(
         member,
         sample,
         chunks,
-        accumulated(chunks, reply.prompt_tokens or prompt),
+        accumulated(chunks, reply.prompt_tokens or _estimate(request)),
         node=reply.node,
         attempts=reply.attempts,
-        failures=tuple(f"{f.node}: {f.reason}" for f in reply.failures),
+        failures=failure_names(reply.failures),
         queue_wait=reply.queue_wait,
         latency=loop.time() - started,
         fitted=reply.fitted,
     )
+
+
+def _estimate(request: ChatRequest) -> int:
+    return estimate_prompt_tokens(request.body.get("messages"), request.body.get("tools"))
 
 
 def text_chunks(text: str, usage: Mapping[str, int], finish: str = "stop") -> tuple[Chunk, ...]:

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from backends.toolcalls_messages import message_calls
 from ensemble.classify import last_user_text
 
 _WORD = re.compile(r"[a-z]+")
@@ -80,10 +81,12 @@ def select_tools(
     body: Mapping[str, Any], *, above: int, keep: int
 ) -> tuple[Mapping[str, Any], Selection | None]:
     """``body`` with only the tools its last user message points to (see the module), and
-    what was selected; the body unchanged and None when there is nothing to select."""
+    what was selected; the body unchanged and None when there is nothing to select (or
+    ``above`` is 0: every tool is always sent)."""
     tools = body.get("tools")
-    choice = body.get("tool_choice", "auto")
-    if not isinstance(tools, list) or len(tools) <= above or choice not in ("auto", None):
+    if not isinstance(tools, list) or not above or len(tools) <= above:
+        return body, None
+    if body.get("tool_choice", "auto") not in ("auto", None):
         return body, None
     messages = body.get("messages") if isinstance(body.get("messages"), list) else []
     asked = stems(last_user_text(messages or []))
@@ -125,8 +128,5 @@ def _name(tool: Any) -> str:
 def _called(messages: Sequence[Any]) -> Iterable[str]:
     """The names of the tools the conversation has called so far."""
     for message in messages:
-        calls = message.get("tool_calls") if isinstance(message, Mapping) else None
-        for call in calls if isinstance(calls, list) else []:
-            function = call.get("function") if isinstance(call, Mapping) else None
-            if isinstance(function, Mapping) and isinstance(function.get("name"), str):
-                yield function["name"]
+        if isinstance(message, Mapping):
+            yield from (call.name for _, call in message_calls(message))

@@ -81,8 +81,6 @@ class Gateway:
             )
         tools = self.settings.strategies.tools
         body, selected = select_tools(parsed.forward, above=tools.select_above, keep=tools.keep)
-        if not tools.select_above:
-            body, selected = parsed.forward, None
         ctx = Context.of(
             body, buffered=not checked.stream, options=parsed.options, selected=selected
         )

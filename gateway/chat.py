@@ -67,10 +67,13 @@ class Exchange:
     def accumulator(self, answer: Answer) -> Accumulator:
         """Gathers the answer; a node that reports no usage gets the prompt tokens the pool
         counted (or estimated, tools included)."""
-        live = answer.live.prompt_tokens if answer.live is not None else 0
+        counted = answer.live.prompt_tokens if answer.live is not None else 0
+        if counted:
+            return Accumulator(prompt_estimate=counted)
         body = self.ctx.body
-        estimate = estimate_prompt_tokens(body.get("messages"), body.get("tools"))
-        return Accumulator(prompt_estimate=live or estimate)
+        return Accumulator(
+            prompt_estimate=estimate_prompt_tokens(body.get("messages"), body.get("tools"))
+        )
 
     def record(self, answer: Answer, calls: tuple[Call, ...]) -> dict[str, Any]:
         record = booagent(answer, calls, kind=self.ctx.kind.value, requested=self.strategy.name)

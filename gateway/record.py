@@ -14,7 +14,7 @@ import structlog
 
 from backends.collect import Accumulator
 from backends.errors import AllNodesFailed, BooagentError
-from ensemble.base import Answer, Call, Usage, added
+from ensemble.base import Answer, Call, Usage, added, failure_names
 
 CLIENT_CLOSED = 499
 _log = structlog.get_logger("booagent.request")
@@ -37,7 +37,7 @@ class Outcome:
     @classmethod
     def failed(cls, error: BooagentError, first_token: float | None = None) -> Outcome:
         failed = error.failures if isinstance(error, AllNodesFailed) else []
-        names = tuple(f"{f.node}: {f.reason}" for f in failed)
+        names = failure_names(failed)
         return cls(error.status_code, error.message, first_token=first_token, failures=names)
 
 

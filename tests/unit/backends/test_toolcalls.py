@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from openai.lib.streaming.chat import ChatCompletionStreamState
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.chat import ChatCompletionChunk
 
 from backends.toolcalls import (
     HOLD_LIMIT,
@@ -34,8 +34,6 @@ from backends.toolcalls_stream import (
     ToolCallStream,
     call_deltas,
     new_call_id,
-    normalize_completion,
-    tool_calls_list,
 )
 
 WEATHER = Tool(
@@ -362,7 +360,7 @@ class TestCallDetector:
         assert detect(split(text, cuts), tools_for(calls))[1] == tuple(calls)
 
 
-# --- DeltaNormalizer, call_deltas, tool_calls_list -----------------------------------------
+# --- DeltaNormalizer, call_deltas -----------------------------------------------------------
 
 
 def llama_cpp_deltas(call: Call, pieces: list[str], index: int = 0) -> Iterator[dict[str, Any]]:
@@ -454,14 +452,8 @@ class TestFinishedCalls:
             }
         ]
 
-    def test_tool_calls_list(self) -> None:
-        """Finished calls become a message's ``tool_calls``."""
-        assert tool_calls_list([Call("search", "{}")], new_id=ids()) == [
-            {"id": "call_0", "type": "function", "function": {"name": "search", "arguments": "{}"}}
-        ]
 
-
-# --- ToolCallStream, normalize_completion --------------------------------------------------
+# --- ToolCallStream ---------------------------------------------------------------------------
 
 
 def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
@@ -541,46 +533,6 @@ class TestToolCallStream:
         """A chunk without choices is relayed as it is."""
         usage = {"id": "x", "choices": [], "usage": {"total_tokens": 3}}
         assert ToolCallStream(TOOLS).feed(usage) == [usage]
-
-
-def completion(message: dict[str, Any], finish: str = "stop") -> dict[str, Any]:
-    return {"id": "c", "choices": [{"index": 0, "message": message, "finish_reason": finish}]}
-
-
-class TestNormalizeCompletion:
-    def test_call_in_content(self) -> None:
-        """A whole answer that is a call gets tool_calls, null content and tool_calls reason."""
-        body = completion({"role": "assistant", "content": '{"name": "search", "arguments": {}}'})
-        (choice,) = normalize_completion(body, TOOLS, new_id=ids())["choices"]
-        assert choice["message"] == {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": tool_calls_list([Call("search", "{}")], new_id=ids()),
-        }
-        assert choice["finish_reason"] == "tool_calls"
-
-    def test_node_tool_calls_get_stable_ids(self) -> None:
-        """Calls the node returned keep their arguments and get OpenAI ids."""
-        function = {"name": "get_weather", "arguments": '{"city": "Paris"}'}
-        sent = [{"id": "call__0_x", "type": "function", "function": function}]
-        message = {"role": "assistant", "content": None, "tool_calls": sent}
-        (choice,) = normalize_completion(completion(message), TOOLS)["choices"]
-        (call,) = choice["message"]["tool_calls"]
-        assert CALL_ID.fullmatch(call["id"]) and call["function"] == sent[0]["function"]
-        assert choice["finish_reason"] == "tool_calls"
-
-    def test_the_sdk_parses_the_answer(self) -> None:
-        """The normalised answer is a valid ``ChatCompletion`` for the OpenAI SDK."""
-        body = completion({"role": "assistant", "content": '{"name": "search", "arguments": {}}'})
-        body.update(object="chat.completion", created=1, model="m")
-        parsed = ChatCompletion.model_validate(normalize_completion(body, TOOLS))
-        (call,) = parsed.choices[0].message.tool_calls or []
-        assert call.type == "function" and call.function.name == "search"
-
-    def test_prose_is_unchanged(self) -> None:
-        """An ordinary answer keeps its content and finish reason."""
-        body = completion({"role": "assistant", "content": "Hello"})
-        assert normalize_completion(body, TOOLS) == body
 
 
 # --- argument_errors, call_schema -----------------------------------------------------------
