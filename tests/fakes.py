@@ -126,6 +126,39 @@ class FakeNode:
         return None
 
 
+@dataclass
+class GatedNode(FakeNode):
+    """Waits for its ``gate`` to open, before anything (or after its first ``before`` words);
+    counts the requests it runs at once."""
+
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+    before: int = 0
+    active: int = 0
+    most_active: int = 0
+
+    async def _chunks(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+        self.active += 1
+        self.most_active = max(self.most_active, self.active)
+        try:
+            if not self.before:
+                await self.gate.wait()
+            words = 0
+            async for chunk in super()._chunks(request):
+                yield chunk
+                words += chunk.is_content
+                if chunk.is_content and words == self.before:
+                    await self.gate.wait()
+        finally:
+            self.active -= 1
+
+
+async def until(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait until ``check()`` holds (a test failure after ``timeout`` seconds)."""
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.01)
+
+
 def fake_pool(
     nodes: Sequence[tuple[FakeNode, Member]],
     policies: Policies | None = None,

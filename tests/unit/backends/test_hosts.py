@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 
 from backends.admission import Admission
-from backends.base import ChatRequest, Chunk, Reply
+from backends.base import ChatRequest, Reply
 from backends.build import build_pool
 from backends.config import Host, Member, Node, Policies, Timeouts
 from backends.errors import AllNodesFailed, QueueTimeout
 from backends.pool import Pool
 from backends.selection import choose
 from gateway.settings import ConfigError, Settings, _check_references
-from tests.fakes import FakeNode, fake_pool
+from tests.fakes import FakeNode, GatedNode, fake_pool, until
 
 pytestmark = pytest.mark.anyio
 
@@ -26,36 +23,11 @@ SMALL, BIG = Member(name="small"), Member(name="big")
 CHAT = ChatRequest({"messages": [{"role": "user", "content": "hi"}]})
 
 
-@dataclass
-class GatedNode(FakeNode):
-    """Answers only once its gate is opened; counts requests running at once."""
-
-    gate: asyncio.Event = field(default_factory=asyncio.Event)
-    active: int = 0
-    most_active: int = 0
-
-    async def _chunks(self, request: ChatRequest) -> AsyncIterator[Chunk]:
-        self.active += 1
-        self.most_active = max(self.most_active, self.active)
-        try:
-            await self.gate.wait()
-            async for chunk in super()._chunks(request):
-                yield chunk
-        finally:
-            self.active -= 1
-
-
 async def answer(pool: Pool, request: ChatRequest = CHAT) -> Reply:
     async with pool.stream(request) as reply:
         async for _ in reply:
             pass
     return reply
-
-
-async def until(check: Any) -> None:
-    async with asyncio.timeout(5):
-        while not check():
-            await asyncio.sleep(0.01)
 
 
 async def test_two_nodes_on_one_host_take_turns() -> None:

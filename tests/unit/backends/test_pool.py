@@ -11,7 +11,7 @@ from backends.config import Member
 from backends.errors import NodeProtocolError, NodeUnreachable, PromptTooLong, RequestFailed
 from backends.http import Probe
 from backends.pool import Pool
-from tests.fakes import FakeNode, fake_pool
+from tests.fakes import FakeNode, GatedNode, fake_pool, until
 
 pytestmark = pytest.mark.anyio
 
@@ -37,24 +37,32 @@ async def test_a_reply_names_its_node_attempts_and_failures() -> None:
 
 
 async def test_a_reply_counts_the_time_spent_queued() -> None:
-    """A request that waited for the node's only slot says how long."""
-    node = FakeNode("a", reply="one two three", delay=0.05)
+    """A request that waited for the node's only slot says how long: here at least the 0.1 s
+    between its joining the queue and the slot's holder being let go."""
+    node = GatedNode("a", reply="one two three")
     pool = fake_pool([(node, SMALL)])
     first = asyncio.create_task(answer(pool, ChatRequest(CHAT)))
-    await asyncio.sleep(0.01)
-    reply, _ = await answer(pool, ChatRequest(CHAT))
+    await until(lambda: node.active == 1)
+    second = asyncio.create_task(answer(pool, ChatRequest(CHAT)))
+    await until(lambda: pool.nodes[0].admission.queued == 1)
+    await asyncio.sleep(0.1)
+    node.gate.set()
     await first
+    reply, _ = await second
     assert reply.queue_wait >= 0.1
 
 
 async def test_the_first_token_of_a_whole_answer_is_its_first_chunk() -> None:
     """For a buffered request the pool reads the whole answer before committing, but the
     first-token time it reports (and learns for selection) is that of the first content."""
-    node = FakeNode("a", reply="one two three four five", delay=0.04)
+    node = GatedNode("a", reply="one two three four five", before=1)
     pool = fake_pool([(node, SMALL)])
     loop = asyncio.get_running_loop()
     started = loop.time()
-    reply, _ = await answer(pool, ChatRequest(CHAT, buffered=True))
+    asked = asyncio.create_task(answer(pool, ChatRequest(CHAT, buffered=True)))
+    await asyncio.sleep(0.3)  # the rest of the answer comes 0.3 s after its first word
+    node.gate.set()
+    reply, _ = await asked
     whole = loop.time() - started
     assert reply.first_token < whole / 2
     stats = pool.nodes[0].stats

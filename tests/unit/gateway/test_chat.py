@@ -78,7 +78,8 @@ class TestKeepAlive:
     async def test_a_quick_decision_commits_with_the_node_named(self) -> None:
         """A decision made within ``keepalive_seconds`` sends no keep-alive; its headers name
         the winning node."""
-        app = _app((FakeNode("a", reply="the moon is a rock"), M1))
+        quick = {**CASCADE, "keepalive_seconds": 30.0}
+        app = _app((FakeNode("a", reply="the moon is a rock"), M1), strategies=quick)
         response = await _post(app, "booagent-cluster:cascade", stream=True)
         assert not [f for f in _frames(response.text) if f.startswith(":")]
         assert response.headers["x-booagent-node"] == "a"
@@ -119,8 +120,8 @@ class TestEveryMemberFails:
     async def test_after_a_keepalive_commit_it_is_an_error_frame(self) -> None:
         """Members that fail after the stream committed end it with an error frame, no [DONE]."""
         nodes = (
-            (FakeNode("a", delay=0.03, fail_after=NodeUnreachable("a", "reset")), M1),
-            (FakeNode("b", delay=0.03, fail_after=NodeUnreachable("b", "reset")), M2),
+            (FakeNode("a", delay=0.1, fail_after=NodeUnreachable("a", "reset")), M1),
+            (FakeNode("b", delay=0.1, fail_after=NodeUnreachable("b", "reset")), M2),
         )
         response = await _post(_app(*nodes), "booagent-cluster:cascade", stream=True)
         frames = _frames(response.text)
