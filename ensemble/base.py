@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal, Protocol
 import msgspec
 
 from backends.base import Backend, ChatRequest, Chunk, Reply
-from backends.errors import NodeError
+from backends.errors import AllNodesFailed, BooagentError, NodeError
 from backends.tooling import involves_tools
 from ensemble.classify import Kind, classify, last_user_text
 from ensemble.json_shape import requested_schema, with_schema
@@ -139,6 +139,14 @@ class Call:
         if self.fitted:
             shown["context"] = list(self.fitted)
         return shown
+
+
+def node_failures(error: BooagentError) -> list[NodeError]:
+    """The failed node attempts behind an error: every attempt of an :class:`AllNodesFailed`,
+    the node's own error, none for an error no node gave."""
+    if isinstance(error, AllNodesFailed):
+        return list(error.failures)
+    return [error] if isinstance(error, NodeError) else []
 
 
 def failure_names(failures: Iterable[NodeError]) -> tuple[str, ...]:

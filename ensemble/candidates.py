@@ -16,8 +16,8 @@ from typing import Any
 
 from backends.base import Backend, ChatRequest, Chunk
 from backends.collect import Accumulator, estimate_prompt_tokens
-from backends.errors import AllNodesFailed, BooagentError, NodeError
-from ensemble.base import Call, failure_names
+from backends.errors import BooagentError
+from ensemble.base import Call, failure_names, node_failures
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,8 +133,7 @@ async def ask(
         async with backend.stream(ask_for) as reply:
             chunks = tuple([chunk async for chunk in reply])
     except BooagentError as exc:
-        failed = exc.failures if isinstance(exc, AllNodesFailed) else []
-        failed = failed or ([exc] if isinstance(exc, NodeError) else [])
+        failed = node_failures(exc)
         return Candidate(
             member,
             sample,

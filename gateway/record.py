@@ -13,8 +13,8 @@ from typing import Any
 import structlog
 
 from backends.collect import Accumulator
-from backends.errors import AllNodesFailed, BooagentError
-from ensemble.base import Answer, Call, Usage, added, failure_names
+from backends.errors import BooagentError
+from ensemble.base import Answer, Call, Usage, added, failure_names, node_failures
 
 CLIENT_CLOSED = 499
 _log = structlog.get_logger("booagent.request")
@@ -36,8 +36,7 @@ class Outcome:
 
     @classmethod
     def failed(cls, error: BooagentError, first_token: float | None = None) -> Outcome:
-        failed = error.failures if isinstance(error, AllNodesFailed) else []
-        names = failure_names(failed)
+        names = failure_names(node_failures(error))
         return cls(error.status_code, error.message, first_token=first_token, failures=names)
 
 

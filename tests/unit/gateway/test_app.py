@@ -12,7 +12,7 @@ from structlog.contextvars import merge_contextvars
 from structlog.testing import capture_logs
 
 from backends.config import Member
-from backends.errors import NodeUnreachable
+from backends.errors import NodeProtocolError, NodeUnreachable
 from gateway.app import create_app
 from tests.fakes import FakeNode, fake_pool, settings_for
 
@@ -42,6 +42,20 @@ async def test_one_log_line_per_request_with_failures() -> None:
     assert (line["status"], line["node"], line["attempts"]) == (200, "b", 2)
     assert line["failures"] == ["a: unreachable"]
     assert line["tokens_out"] == 2 and line["request_id"] == response.headers["x-request-id"]
+
+
+async def test_the_log_line_of_a_request_a_node_failed_names_that_node() -> None:
+    """A request the node failed inside its answer while staying healthy (a 400 to the client)
+    was still sent to it: its log line counts the attempt and names the node."""
+    refused = NodeProtocolError("a", "stream ended empty", inside_answer=True)
+    app = _app(FakeNode("a", fail_before=refused), FakeNode("b"))
+    async with AsyncTestClient(app) as client:
+        with capture_logs(processors=[merge_contextvars]) as logs:
+            response = await client.post("/v1/chat/completions", json={**HELLO, "model": "m1"})
+    assert response.status_code == 400
+    (line,) = [entry for entry in logs if entry["event"] == "chat_completion"]
+    assert (line["status"], line["attempts"]) == (400, 1)
+    assert line["failures"] == ["a: request_failed"]
 
 
 async def test_one_log_line_for_a_stream_written_after_its_end() -> None:
