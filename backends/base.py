@@ -27,7 +27,8 @@ class ChatRequest:
     preferred first; ``prefer_idle`` asks for an idle node over the most preferred member.
     ``buffered`` moves the commit point to the end of the answer: for clients that get the
     answer in one piece, a node failing mid-answer is retried elsewhere invisibly too.
-    ``priority`` orders the queues: 0 for a user's own turn, 1 for background chores.
+    ``priority`` orders the queues: 0 for a user's own turn, 1 for background chores;
+    ``client`` (an API key's name) takes turns in them with the other clients.
     ``prompt_tokens`` is what the pool counted (or estimated) of the prompt for the member it
     is sent to; the node's first-token limit grows with it.
     """
@@ -38,6 +39,7 @@ class ChatRequest:
     buffered: bool = False
     priority: int = 0
     prompt_tokens: int = 0
+    client: str = ""
 
 
 @dataclass(frozen=True, slots=True)

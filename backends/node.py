@@ -102,6 +102,7 @@ class ManagedNode:
             "host": self.spec.host_name,
             "host_in_flight": None if self.host is None else self.host.in_flight,
             "host_capacity": None if self.host is None else self.host.capacity,
+            "host_queued": None if self.host is None else self.host.queued,
             "ttft_seconds": _round(self.stats.ttft),
             "tokens_per_second": _round(self.stats.tokens_per_second),
             "served": self.stats.served,

@@ -204,7 +204,7 @@ class Pool:
         node.health.claim()
         async with AsyncExitStack() as stack:
             stack.callback(node.health.release)
-            state.queue_wait += await self._admit(node, request.priority, stack)
+            state.queue_wait += await self._admit(node, request, stack)
             loop = asyncio.get_running_loop()
             started = loop.time()
             try:
@@ -239,17 +239,18 @@ class Pool:
             )
         return choose(eligible, request, state.tried, self._rng)
 
-    async def _admit(self, node: ManagedNode, priority: int, stack: AsyncExitStack) -> float:
+    async def _admit(self, node: ManagedNode, request: ChatRequest, stack: AsyncExitStack) -> float:
         """A slot on the node's host (when it has a limit), then on the node: always in that
         order, so two requests never wait for each other. One queue time limit for both.
         Returns the seconds waited."""
         loop = asyncio.get_running_loop()
         waited = loop.time()
         limit = waited + self._policies.timeouts.queue
+        turn = (request.priority, request.client)
         if node.host is not None:
-            await stack.enter_async_context(node.host.slot(limit - loop.time(), priority))
+            await stack.enter_async_context(node.host.slot(limit - loop.time(), *turn))
         left = max(0.0, limit - loop.time())
-        await stack.enter_async_context(node.admission.slot(left, priority))
+        await stack.enter_async_context(node.admission.slot(left, *turn))
         return loop.time() - waited
 
     async def _failed(self, node: ManagedNode, exc: NodeError, state: Attempts) -> None:

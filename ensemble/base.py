@@ -66,6 +66,7 @@ class Context:
         buffered: bool = False,
         options: Options = NO_OPTIONS,
         selected: Selection | None = None,
+        client: str = "",
     ) -> Context:
         """The request classified. A chore is queued behind users' own turns, and one that
         shows the JSON object it wants is asked for it with that object's schema (enforced
@@ -76,7 +77,7 @@ class Context:
             priority = 1
             schema = None if body.get("response_format") else requested_schema(_asked(body))
             body = body if schema is None else with_schema(dict(body), schema)
-        request = ChatRequest(body, buffered=buffered, priority=priority)
+        request = ChatRequest(body, buffered=buffered, priority=priority, client=client)
         return cls(request, kind, options, involves_tools(body), selected)
 
     @property

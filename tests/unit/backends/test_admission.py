@@ -282,3 +282,99 @@ async def test_random_traffic_keeps_the_promises(
     visitors.check()
     assert (visitors.admission.in_flight, visitors.admission.queued) == (0, 0)
     assert sorted(visitors.admitted + visitors.timed_out) == list(range(len(visitors.tasks)))
+
+
+class TestFairness:
+    async def test_waiting_clients_take_turns(self) -> None:
+        """One client's burst does not hold back another's request: a freed slot goes to the
+        clients in turn, whatever order they queued in."""
+        admission = Admission(1)
+        await admission.acquire(0)
+        order: list[str] = []
+
+        async def visit(client: str) -> None:
+            await admission.acquire(LONG, 0, client)
+            order.append(client)
+
+        tasks = [asyncio.create_task(visit("flood")) for _ in range(4)]
+        await settle()
+        tasks.append(asyncio.create_task(visit("quiet")))
+        await settle()
+        for _ in range(5):
+            admission.release()
+            await settle()
+        await asyncio.gather(*tasks)
+        assert order == ["flood", "quiet", "flood", "flood", "flood"]
+
+    async def test_turns_are_kept_within_a_priority(self) -> None:
+        """Turns between clients never put a chore ahead of a user's turn."""
+        admission = Admission(1)
+        await admission.acquire(0)
+        order: list[tuple[str, int]] = []
+
+        async def visit(client: str, priority: int) -> None:
+            await admission.acquire(LONG, priority, client)
+            order.append((client, priority))
+
+        tasks = [asyncio.create_task(visit("a", 1)), asyncio.create_task(visit("b", 1))]
+        await settle()
+        tasks.append(asyncio.create_task(visit("b", 0)))
+        await settle()
+        for _ in range(3):
+            admission.release()
+            await settle()
+        await asyncio.gather(*tasks)
+        assert order == [("b", 0), ("a", 1), ("b", 1)]
+
+    async def test_a_client_that_gives_up_leaves_no_empty_turn(self) -> None:
+        """A timed-out client's place in the turns goes with it."""
+        admission = Admission(1)
+        await admission.acquire(0)
+        with pytest.raises(QueueTimeout):
+            await admission.acquire(0.01, 0, "gone")
+        assert admission.queued == 0
+        task = asyncio.create_task(admission.acquire(LONG, 0, "next"))
+        await settle()
+        admission.release()
+        await settle()
+        assert task.done() and admission.in_flight == 1
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    arrivals=st.lists(st.tuples(st.sampled_from("abc"), st.booleans()), min_size=1, max_size=25)
+)
+async def test_no_client_is_served_twice_while_another_waits(
+    arrivals: list[tuple[str, bool]],
+) -> None:
+    """While a client waits, every other client is admitted at most once before the client's
+    next turn: however many requests one client queues, the others wait one turn each."""
+    admission = Admission(1)
+    await admission.acquire(0)
+    admitted: list[tuple[int, str]] = []
+    waiting_since: dict[int, int] = {}
+
+    async def visit(i: int, client: str) -> None:
+        waiting_since[i] = len(admitted)
+        await admission.acquire(LONG, 0, client)
+        admitted.append((i, client))
+
+    tasks = []
+    for i, (client, release) in enumerate(arrivals):
+        tasks.append(asyncio.create_task(visit(i, client)))
+        await settle()
+        if release and admission.in_flight:
+            admission.release()
+            await settle()
+    while len(admitted) < len(tasks):
+        admission.release()
+        await settle()
+    await asyncio.gather(*tasks)
+    clients = {i: client for i, (client, _) in enumerate(arrivals)}
+    last_turn: dict[str, int] = {}
+    for position, (i, client) in enumerate(admitted):
+        since = max(waiting_since[i], last_turn.get(client, 0))
+        served_meanwhile = [c for _, c in admitted[since:position]]
+        assert all(served_meanwhile.count(other) <= 1 for other in set(served_meanwhile))
+        last_turn[client] = position + 1
+    assert sorted(i for i, _ in admitted) == sorted(clients)
