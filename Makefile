@@ -34,6 +34,7 @@ $(RUN_STAMP): pyproject.toml
 
 $(TEST_STAMP): $(RUN_STAMP)
 	$(BIN)/python -m pip install --disable-pip-version-check -e '.[test]'
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 	touch $@
 
 models: $(RUN_STAMP)

@@ -1,20 +1,25 @@
 """The Litestar application: ``create_app(settings)``, no globals.
 
-The lifespan owns the pool (its aiohttp session and health-probe tasks) and closes it. Handlers
-stay thin: parse, pick the strategy, hand over to :mod:`gateway.chat`.
+The lifespan owns the pool (its aiohttp session and health-probe tasks) and the keys file's
+watcher, and stops them. Handlers stay thin: parse, check the client's limits, pick the
+strategy, hand over to :mod:`gateway.chat`, which reports the request's end back
+(:meth:`Gateway.report`: log line, metrics, recent requests, the client's limits).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import msgspec
-from litestar import Litestar, Request, Response, Router, get, post
+from litestar import Litestar, MediaType, Request, Response, Router, get, post
 from litestar.datastructures import State
-from litestar.middleware import DefineMiddleware
 from litestar.types import ASGIApp
 
 from backends.build import build_pool
@@ -28,11 +33,16 @@ from ensemble.program import Program
 from ensemble.route import Pinned
 from ensemble.route import Router as RouteStrategy
 from ensemble.tool_select import select_tools
-from gateway.auth import RequireApiKey
+from gateway.auth import CLIENT, KEYS, IdentifyClient
 from gateway.chat import ChatResponse, Exchange
 from gateway.errors import EXCEPTION_HANDLERS, InvalidRequest, ModelNotFound
+from gateway.keys import KeyStore
+from gateway.limits import Client, Limiter, sized
 from gateway.logs import RequestIdMiddleware
+from gateway.metrics import CONTENT_TYPE, Metrics
 from gateway.openapi import openapi_json
+from gateway.recent import Recent
+from gateway.record import Ended, log_request
 from gateway.schema import parse_chat
 from gateway.settings import Settings
 from gateway.wire import Identity
@@ -46,20 +56,40 @@ class Gateway:
 
     settings: Settings
     pool: Pool
+    keys: KeyStore
     strategies: dict[str, Strategy] = field(default_factory=dict)
     members: list[str] = field(default_factory=list)
     models_body: bytes = b""
     openapi_body: bytes = b""
+    limiter: Limiter = field(default_factory=Limiter)
+    recent: Recent = field(default_factory=Recent)
+    metrics: Metrics | None = None
 
     @classmethod
-    def build(cls, settings: Settings, pool: Pool) -> Gateway:
-        gateway = cls(settings, pool)
+    def build(cls, settings: Settings, pool: Pool, keys: KeyStore) -> Gateway:
+        gateway = cls(settings, pool, keys)
         gateway.strategies = _strategies(settings, pool)
         gateway.members = [m.name for m in settings.members]
         gateway.models_body = msgspec.json.encode(_models_listing(gateway.strategies))
-        auth = bool(settings.server.api_keys)
+        auth = keys.keyring.required
         gateway.openapi_body = openapi_json(list(gateway.strategies), gateway.members, auth=auth)
+        gateway.metrics = Metrics(pool.snapshot)
         return gateway
+
+    def report(self, ended: Ended) -> None:
+        """A request ended: its log line, metrics, the recent list, its client's limits."""
+        log_request(ended)
+        if self.metrics is not None:
+            self.metrics.observe(ended)
+        self.recent.add(ended)
+        self.limiter.release(ended.client, sum(ended.tokens))
+
+    def admit(self, raw: bytes, client: Client) -> Exchange:
+        """The request's exchange, once the client's limits let it in (400 for a request
+        larger than they allow, 429 over a rate)."""
+        exchange = self.exchange(raw, client)
+        self.limiter.admit(client)
+        return exchange
 
     def strategy_for(self, model: str) -> Strategy:
         strategy = self.strategies.get(model)
@@ -70,7 +100,7 @@ class Gateway:
             )
         return strategy
 
-    def exchange(self, raw: bytes) -> Exchange:
+    def exchange(self, raw: bytes, client: Client) -> Exchange:
         """The request body, validated and classified, with the strategy that answers it."""
         parsed = parse_chat(raw, members=self.members)
         checked = parsed.checked
@@ -80,9 +110,14 @@ class Gateway:
                 "`booagent.strategy` applies to the virtual model only", param="booagent.strategy"
             )
         tools = self.settings.strategies.tools
-        body, selected = select_tools(parsed.forward, above=tools.select_above, keep=tools.keep)
+        forward = sized(parsed.forward, client.limits)
+        body, selected = select_tools(forward, above=tools.select_above, keep=tools.keep)
         ctx = Context.of(
-            body, buffered=not checked.stream, options=parsed.options, selected=selected
+            body,
+            buffered=not checked.stream,
+            options=parsed.options,
+            selected=selected,
+            client=client.name,
         )
         return Exchange(
             ctx,
@@ -91,6 +126,8 @@ class Gateway:
             checked.stream,
             parsed.include_usage,
             self.settings.strategies.keepalive_seconds,
+            client,
+            self.report,
         )
 
 
@@ -144,7 +181,8 @@ async def chat_completions(request: Request[Any, Any, Any]) -> ASGIApp:
     Litestar resolves each handler parameter per request (docs/performance.md).
     """
     gateway = _gateway(request.app.state)
-    return ChatResponse(gateway.exchange(await request.body()))
+    client: Client = request.scope["state"][CLIENT]
+    return ChatResponse(gateway.admit(await request.body(), client))
 
 
 @get(["/v1/models", "/models"])
@@ -155,6 +193,16 @@ async def list_models(state: State) -> Response[bytes]:
 @get("/openapi.json")
 async def openapi(state: State) -> Response[bytes]:
     return Response(_gateway(state).openapi_body, media_type="application/json")
+
+
+DASHBOARD = Path(__file__).resolve().parent / "dashboard.html"
+
+
+@get("/dashboard", media_type=MediaType.HTML)
+async def dashboard() -> bytes:
+    """The live status page: static HTML that polls ``/v1/cluster`` (with the API key the
+    user types in, when keys are required); the page itself holds no data."""
+    return DASHBOARD.read_bytes()
 
 
 @get("/health")
@@ -172,11 +220,24 @@ async def ready(state: State) -> Response[dict[str, Any]]:
 
 @get("/v1/cluster")
 async def cluster(state: State) -> dict[str, Any]:
+    """The nodes, the last requests and the throughput of the last minute."""
     gateway = _gateway(state)
+    keyring = gateway.keys.keyring
+    names = keyring.names if keyring.required else [keyring.anonymous.name]
     return {
         "virtual_model": gateway.settings.server.virtual_model,
         "nodes": gateway.pool.snapshot(),
+        "throughput": gateway.recent.throughput(),
+        "keys": {name: gateway.limiter.usage(name) for name in names},
+        "requests": gateway.recent.requests(),
     }
+
+
+@get("/metrics")
+async def metrics(state: State) -> Response[bytes]:
+    gateway = _gateway(state)
+    assert gateway.metrics is not None  # built with the gateway
+    return Response(gateway.metrics.exposition(), media_type=CONTENT_TYPE)
 
 
 def create_app(settings: Settings, *, pool_factory: PoolFactory | None = None) -> Litestar:
@@ -186,25 +247,33 @@ def create_app(settings: Settings, *, pool_factory: PoolFactory | None = None) -
         lambda s: build_pool(s.members, s.nodes, s.policies, s.hosts, s.models_path)
     )
 
+    server = settings.server
+    keys = KeyStore(server.api_keys, server.keys_path, server.limits)
+
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         pool = make_pool(settings)
-        app.state.gateway = Gateway.build(settings, pool)
+        app.state.gateway = Gateway.build(settings, pool, keys)
+        watcher = asyncio.create_task(keys.watch())
         try:
-            await pool.probe_all()
-            pool.start_probes()
-            yield
+            with reload_on_hangup(keys.reload):
+                await pool.probe_all()
+                pool.start_probes()
+                yield
         finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
             await pool.aclose()
 
-    keys = settings.server.api_keys
-    guarded = [DefineMiddleware(RequireApiKey, keys=keys)] if keys else []
     protected = Router(
-        "/", route_handlers=[chat_completions, list_models, openapi, cluster], middleware=guarded
+        "/",
+        route_handlers=[chat_completions, list_models, openapi, cluster, metrics],
+        middleware=[IdentifyClient],
     )
     return Litestar(
-        route_handlers=[protected, health, ready],
+        route_handlers=[protected, health, ready, dashboard],
         lifespan=[lifespan],
+        state=State({KEYS: keys}),
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[RequestIdMiddleware],
         request_max_body_size=settings.server.max_body_bytes,
@@ -212,3 +281,19 @@ def create_app(settings: Settings, *, pool_factory: PoolFactory | None = None) -
         logging_config=None,
         debug=False,
     )
+
+
+@contextlib.contextmanager
+def reload_on_hangup(reload: Callable[[], object]) -> Iterator[None]:
+    """SIGHUP reloads the keys while the app runs, where the process lets the app have signals
+    (the main thread of a Unix process; elsewhere, such as in tests, the file watch alone)."""
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGHUP, reload)
+    except (RuntimeError, ValueError, NotImplementedError, AttributeError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)

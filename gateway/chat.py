@@ -23,6 +23,8 @@ program): nothing is sent until the answer is *committed*.
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -36,8 +38,10 @@ from backends.errors import BooagentError
 from backends.sse import DONE, encode_comment, encode_data
 from ensemble.base import Answer, Call, Context, Strategy
 from gateway.errors import error_body, send_error
+from gateway.limits import NOBODY, Client
 from gateway.record import (
     CLIENT_CLOSED,
+    Ended,
     Outcome,
     booagent,
     calls_of,
@@ -63,6 +67,9 @@ class Exchange:
     stream: bool
     include_usage: bool = False
     keepalive: float = 2.0
+    client: Client = NOBODY
+    report: Callable[[Ended], None] = log_request
+    """Told how the request ended, once, after its last byte (log line, metrics, limits)."""
 
     def accumulator(self, answer: Answer) -> Accumulator:
         """Gathers the answer; a node that reports no usage gets the prompt tokens the pool
@@ -108,13 +115,17 @@ class ChatResponse:
             else:
                 outcome = await _Whole(exchange, send, started).run(receive)
         finally:
-            log_request(
-                outcome,
-                model=exchange.identity.model,
-                strategy=exchange.strategy.name,
-                kind=exchange.ctx.kind.value,
-                stream=exchange.stream,
-                total=loop.time() - started,
+            exchange.report(
+                Ended(
+                    outcome,
+                    model=exchange.identity.model,
+                    requested=exchange.strategy.name,
+                    kind=exchange.ctx.kind.value,
+                    stream=exchange.stream,
+                    total=loop.time() - started,
+                    client=exchange.client,
+                    at=time.time(),
+                )
             )
 
 

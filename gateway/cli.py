@@ -1,4 +1,4 @@
-"""The ``booagent`` command: ``up``, ``serve``, ``init`` and ``models pull``.
+"""The ``booagent`` command: ``up``, ``serve``, ``init``, ``models pull`` and ``certs init``.
 
 Other packages add commands as plugins, through the entry point group ``booagent.commands``
 (``bench`` from :mod:`bench.cli`, ``eval`` from :mod:`evals.cli`): this module never imports
@@ -8,6 +8,7 @@ them, so imports only run downward (bench -> gateway -> ensemble -> backends).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 from importlib.metadata import entry_points
@@ -18,12 +19,18 @@ import click
 
 from backends.errors import BooagentError
 from backends.models import RichProgress, pull
+from gateway.certs import DEFAULT_DIR as CERTS_DIR
+from gateway.certs import init as init_certs
+from gateway.keys import KeyStore
+from gateway.keys_cli import keys
 from gateway.logs import configure_logging
 from gateway.loop import run
 from gateway.runner import banner, missing_models, model_files, node_command
 from gateway.runner import serve as serve_gateway
 from gateway.runner import up as run_up
-from gateway.settings import DEFAULT_CONFIG, Settings, load_settings
+from gateway.settings import DEFAULT_CONFIG, Settings, exposure, load_settings
+from gateway.status import show as show_status
+from gateway.status import verify_option
 
 PLUGINS = "booagent.commands"
 
@@ -37,11 +44,24 @@ _config_option = click.option(
 )
 
 
-def _load(config_path: Path | None) -> Settings:
+def _load(config_path: Path | None, *, serving: bool = False) -> Settings:
+    """The settings; for a command that serves, refused when they would expose the cluster
+    to the network without keys (:func:`gateway.settings.exposure`)."""
     try:
-        return load_settings(config_path or DEFAULT_CONFIG, os.environ)
+        settings = load_settings(config_path or DEFAULT_CONFIG, os.environ)
     except BooagentError as exc:
         raise click.ClickException(exc.message) from exc
+    if not serving:
+        return settings
+    refusal = exposure(settings.server)
+    if refusal is not None:
+        raise click.ClickException(refusal)
+    server = settings.server
+    try:
+        KeyStore(server.api_keys, server.keys_path, server.limits)  # loud now, not at start-up
+    except BooagentError as exc:
+        raise click.ClickException(exc.message) from exc
+    return settings
 
 
 class _Commands(click.Group):
@@ -105,11 +125,35 @@ def models_pull(config_path: Path | None, names: tuple[str, ...]) -> None:
         click.echo(f"ready: {path}")
 
 
+@main.group("certs")
+def certs_group() -> None:
+    """Certificates for HTTPS: the cluster's own CA, and what it signs."""
+
+
+@certs_group.command("init")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default=CERTS_DIR)
+@click.option("--san", "sans", multiple=True, help="Another name or IP of the gateway (repeat).")
+@click.option("--force", is_flag=True, help="Overwrite existing files.")
+def certs_init(directory: Path, sans: tuple[str, ...], force: bool) -> None:
+    """Create a cluster CA and the gateway's certificate in DIRECTORY
+    (default ~/.config/booagent/certs). Keys are written with mode 0600, never printed."""
+    try:
+        made = init_certs(directory.expanduser(), sans, force=force)
+    except BooagentError as exc:
+        raise click.ClickException(exc.message) from exc
+    click.echo(f"wrote {made.ca.cert} (clients trust it) and {made.ca.key} (keep it private)")
+    click.echo(f"wrote {made.gateway.cert} and {made.gateway.key} for {', '.join(made.sans)}")
+    click.echo(
+        f"serve HTTPS: BOOAGENT_TLS_CERT={made.gateway.cert} "
+        f"BOOAGENT_TLS_KEY={made.gateway.key} booagent serve"
+    )
+
+
 @main.command()
 @_config_option
 def serve(config_path: Path | None) -> None:
     """Run only the gateway, against nodes that run elsewhere."""
-    settings = _load(config_path)
+    settings = _load(config_path, serving=True)
     configure_logging(settings.server.log_level)
     click.echo(banner(settings))
     run(serve_gateway(settings))
@@ -130,7 +174,7 @@ def serve(config_path: Path | None) -> None:
 @click.option("--dry-run", is_flag=True, help="Check the config and models, print what would run.")
 def up(config_path: Path | None, ready_timeout: float, log_dir: Path, dry_run: bool) -> None:
     """Start the local nodes, wait until they are ready, then serve the gateway."""
-    settings = _load(config_path)
+    settings = _load(config_path, serving=True)
     missing = missing_models(settings)
     if dry_run:
         _describe(settings, missing)
@@ -160,6 +204,35 @@ def _describe(settings: Settings, missing: list[str]) -> None:
             where = " ".join(command(node))
         click.echo(f"node {node.name} [{node.member}]: {where}")
     host, port = settings.server.host, settings.server.port
-    click.echo(f"gateway: http://{host}:{port}/v1 (model {settings.server.virtual_model})")
+    click.echo(
+        f"gateway: {settings.server.scheme}://{host}:{port}/v1 "
+        f"(model {settings.server.virtual_model})"
+    )
     for path in missing:
         click.echo(f"missing model file: {path} (run `booagent models pull`)")
+
+
+@main.command()
+@_config_option
+@click.option("--url", help="The gateway's base URL; default: the config's address.")
+@click.option("--key", envvar="BOOAGENT_API_KEY", help="API key (or BOOAGENT_API_KEY).")
+@click.option(
+    "--cacert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="CA certificate to trust for an HTTPS gateway.",
+)
+@click.option("--watch", type=float, default=None, help="Redraw every N seconds.")
+def status(
+    config_path: Path | None, url: str | None, key: str | None, cacert: Path | None,
+    watch: float | None,
+) -> None:  # fmt: skip
+    """The cluster at a glance: nodes, load, throughput, the last requests."""
+    if url is None:
+        server = _load(config_path).server
+        host = "127.0.0.1" if server.host in ("0.0.0.0", "::") else server.host
+        url = f"{server.scheme}://{host}:{server.port}"
+    with contextlib.suppress(KeyboardInterrupt):
+        show_status(url.rstrip("/"), key, verify_option(cacert), watch)
+
+
+main.add_command(keys)

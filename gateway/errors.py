@@ -10,7 +10,11 @@ The errors a client causes are this module's branch of the one tree rooted in
         ├── ModelNotFound               404
         ├── RouteNotFound               404, no such endpoint
         ├── MethodNotAllowed            405
-        └── BodyTooLarge                413
+        ├── BodyTooLarge                413
+        ├── RateLimited                 429, over a key's requests (or requests at once) per
+        │   │                           minute; carries ``retry_after`` (gateway.limits)
+        │   └── TokensLimited           429, over a key's tokens per minute
+        └── HttpsRequired               400, plain HTTP sent to the HTTPS port (gateway.tls)
 
 One function renders any error of the tree; the Litestar handlers below route the framework's
 own exceptions (unknown path, wrong method, body too large) and anything unexpected through it,
@@ -76,6 +80,30 @@ class RouteNotFound(ClientError):
 class MethodNotAllowed(ClientError):
     status_code = 405
     code = "method_not_allowed"
+
+
+class HttpsRequired(ClientError):
+    """A plain-HTTP request reached the port that speaks HTTPS; the message names the URL."""
+
+    code = "https_required"
+
+
+class RateLimited(ClientError):
+    """The client is over one of its rates; ``retry_after`` says when it will not be."""
+
+    status_code = 429
+    type = "requests"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class TokensLimited(RateLimited):
+    """The client is over its tokens per minute."""
+
+    type = "tokens"
 
 
 def error_body(exc: BooagentError) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import structlog
 from backends.collect import Accumulator
 from backends.errors import BooagentError
 from ensemble.base import Answer, Call, Usage, added, failure_names, node_failures
+from gateway.limits import Client
 
 CLIENT_CLOSED = 499
 _log = structlog.get_logger("booagent.request")
@@ -74,24 +75,68 @@ def fitted(calls: tuple[Call, ...]) -> list[str]:
     return list(dict.fromkeys(note for c in calls for note in c.fitted))
 
 
-def log_request(
-    outcome: Outcome, *, model: str, strategy: str, kind: str, stream: bool, total: float
-) -> None:
-    """The request's one log line."""
-    answer, calls, usage = outcome.answer, outcome.calls, outcome.usage
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """A request that ended, with what the logs, metrics and status pages say about it."""
+
+    outcome: Outcome
+    model: str
+    requested: str
+    kind: str
+    stream: bool
+    total: float
+    client: Client
+    at: float = 0.0
+    """Wall-clock time of the end (seconds since the epoch)."""
+
+    @property
+    def strategy(self) -> str:
+        """The strategy that answered (the one asked for when none did)."""
+        answer = self.outcome.answer
+        return self.requested if answer is None else answer.strategy
+
+    @property
+    def node(self) -> str | None:
+        answer = self.outcome.answer
+        return None if answer is None else answer.node
+
+    @property
+    def attempts(self) -> int:
+        outcome = self.outcome
+        return sum(len(c.attempts) for c in outcome.calls) or len(outcome.failures)
+
+    @property
+    def failures(self) -> list[str]:
+        outcome = self.outcome
+        return [f for c in outcome.calls for f in c.failures] or list(outcome.failures)
+
+    @property
+    def queue_wait(self) -> float:
+        return sum(c.queue_wait for c in self.outcome.calls)
+
+    @property
+    def tokens(self) -> tuple[int, int]:
+        """Prompt and completion tokens (0 and 0 when the request got no answer)."""
+        usage = self.outcome.usage
+        return (usage["prompt_tokens"], usage["completion_tokens"]) if usage else (0, 0)
+
+
+def log_request(ended: Ended) -> None:
+    """The request's one log line (the key's name comes from the request's log context)."""
+    outcome, usage = ended.outcome, ended.outcome.usage
     _log.info(
         "chat_completion",
         status=outcome.status,
-        model=model,
-        strategy=strategy if answer is None else answer.strategy,
-        kind=kind,
-        stream=stream,
-        node=None if answer is None else answer.node,
-        attempts=sum(len(c.attempts) for c in calls) or len(outcome.failures),
-        failures=[f for c in calls for f in c.failures] or list(outcome.failures),
-        queue_wait_s=round(sum(c.queue_wait for c in calls), 4),
+        model=ended.model,
+        strategy=ended.strategy,
+        kind=ended.kind,
+        stream=ended.stream,
+        node=ended.node,
+        attempts=ended.attempts,
+        failures=ended.failures,
+        queue_wait_s=round(ended.queue_wait, 4),
         ttft_s=None if outcome.first_token is None else round(outcome.first_token, 4),
-        total_s=round(total, 4),
+        total_s=round(ended.total, 4),
         tokens_in=usage["prompt_tokens"] if usage else None,
         tokens_out=usage["completion_tokens"] if usage else None,
         error=outcome.error,

@@ -10,18 +10,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import structlog
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 
 from backends.config import Member
 from backends.models import lookup
 from backends.supervisor import CommandBuilder, NodeSupervisor, llama_cpp_commands
-from gateway.app import create_app
+from gateway.app import PoolFactory, create_app
 from gateway.settings import Settings
+from gateway.tls import HttpsListener, ServerTls, listening_sockets
 
 
 def model_files(settings: Settings) -> dict[str, Path]:
@@ -52,12 +56,13 @@ def node_command(settings: Settings, python: str = sys.executable) -> CommandBui
 def banner(settings: Settings) -> str:
     host, port = settings.server.host, settings.server.port
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    base = f"http://{shown}:{port}/v1"
+    base = f"{settings.server.scheme}://{shown}:{port}/v1"
     model = settings.server.virtual_model
+    curl = _curl(settings)
     return (
         f"\nbooagent-cluster is ready at {base}\n"
-        f"  models:  curl {base}/models\n"
-        f"  chat:    curl {base}/chat/completions -H 'Content-Type: application/json' \\\n"
+        f"  models:  {curl} {base}/models\n"
+        f"  chat:    {curl} {base}/chat/completions -H 'Content-Type: application/json' \\\n"
         f'             -d \'{{"model": "{model}", "messages": '
         f'[{{"role": "user", "content": "Hello!"}}]}}\'\n'
         "  Ctrl-C stops the gateway and every node it started.\n"
@@ -70,6 +75,44 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+def _curl(settings: Settings) -> str:
+    """``curl``, told to trust the cluster CA when ``booagent certs init`` put one beside the
+    gateway's certificate."""
+    files = settings.server.tls_files
+    ca = files[0].parent / "ca.pem" if files else None
+    return f"curl --cacert {ca}" if ca and ca.exists() else "curl"
+
+
+class _HttpsServer(_Server):
+    """uvicorn serving HTTPS on connections a :class:`gateway.tls.HttpsListener` accepts (it
+    answers plain HTTP with a 400). Only start-up differs from uvicorn's: its shutdown closes
+    the listeners and then the connections, as it does its own servers."""
+
+    def __init__(self, config: uvicorn.Config, tls: ServerTls) -> None:
+        super().__init__(config)
+        self.tls = tls
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await self.lifespan.startup()
+        if self.lifespan.should_exit:
+            sys.exit(STARTUP_FAILURE)
+        try:
+            bound = listening_sockets(self.config.host, self.config.port, self.config.backlog)
+        except OSError as exc:
+            structlog.get_logger("booagent.serve").error("listen_failed", error=str(exc))
+            await self.lifespan.shutdown()
+            sys.exit(STARTUP_FAILURE)
+        listeners = [HttpsListener(sock, self._protocol, self.tls) for sock in bound]
+        self.servers = [cast("asyncio.Server", listener) for listener in listeners]
+        self.started = True
+
+    def _protocol(self) -> asyncio.Protocol:
+        """uvicorn's HTTP protocol for one connection, made as its own start-up makes it."""
+        return self.config.http_protocol_class(  # type: ignore[call-arg]
+            config=self.config, server_state=self.server_state, app_state=self.lifespan.state
+        )
 
 
 class _Stopper:
@@ -103,22 +146,24 @@ class _Stopper:
         await server.serve()
 
 
-def _server(settings: Settings) -> uvicorn.Server:
+def gateway_server(settings: Settings, pool_factory: PoolFactory | None = None) -> uvicorn.Server:
+    """uvicorn serving the gateway: HTTPS when ``server.tls_cert``/``tls_key`` are set."""
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, pool_factory=pool_factory),
         host=settings.server.host,
         port=settings.server.port,
         log_level="warning",
         timeout_graceful_shutdown=3,
         lifespan="on",
     )
-    return _Server(config)
+    files = settings.server.tls_files
+    return _Server(config) if files is None else _HttpsServer(config, ServerTls(*files))
 
 
 async def serve(settings: Settings) -> None:
     """The gateway alone, until a signal stops it."""
     with _Stopper() as stopper:
-        await stopper.serve(_server(settings))
+        await stopper.serve(gateway_server(settings))
 
 
 async def up(settings: Settings, ready_timeout: float, log_dir: Path) -> None:
@@ -132,5 +177,5 @@ async def up(settings: Settings, ready_timeout: float, log_dir: Path) -> None:
             await supervisor.wait_ready(ready_timeout)
             log.info("nodes_ready", nodes=list(supervisor.states()))
             print(banner(settings), flush=True)
-            await stopper.serve(_server(settings))
+            await stopper.serve(gateway_server(settings))
             log.info("stopping", nodes=list(supervisor.states()))

@@ -4,11 +4,13 @@ The result is a frozen :class:`Settings`. A wrong or missing key is an error tha
 (``members[1].n_ctx: Expected `int`, got `str```), never a silent default.
 
 Environment overrides: ``BOOAGENT_HOST``, ``BOOAGENT_PORT``, ``BOOAGENT_API_KEYS``
-(comma-separated; keys are secrets and never logged), ``BOOAGENT_MODELS_DIR``.
+(comma-separated; keys are secrets and never logged), ``BOOAGENT_KEYS_FILE``,
+``BOOAGENT_ALLOW_OPEN``, ``BOOAGENT_MODELS_DIR``.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,6 +22,8 @@ from backends.config import Host, Member, Node, Policies
 from backends.errors import BooagentError
 from ensemble.classify import Kind
 from ensemble.config import StrategySettings
+from gateway.limits import NO_LIMITS, Limits
+from gateway.tls import pair_problem
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "defaults" / "cluster.yaml"
 """The default cluster, shipped inside the package (``booagent init`` writes an editable copy)."""
@@ -43,6 +47,35 @@ class Server(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_body_bytes: int = 4 * 1024 * 1024
     virtual_model: str = "booagent-cluster"
     log_level: str = "info"
+    keys_file: str | None = None
+    """Named keys with limits, reloaded while serving (:mod:`gateway.keys`)."""
+    limits: Limits = NO_LIMITS
+    """Every client's limits unless its key says otherwise (:mod:`gateway.limits`)."""
+    allow_open: bool = False
+    """Serve beyond loopback without API keys (refused otherwise: see :func:`exposure`)."""
+    tls_cert: str | None = None
+    """PEM certificate (chain) to serve HTTPS with, together with ``tls_key`` (:mod:`gateway.tls`;
+    ``booagent certs init`` makes both). Env: ``BOOAGENT_TLS_CERT``, ``BOOAGENT_TLS_KEY``."""
+    tls_key: str | None = None
+
+    @property
+    def tls_files(self) -> tuple[Path, Path] | None:
+        """The certificate and key to serve HTTPS with, or None: plain HTTP."""
+        if self.tls_cert is None or self.tls_key is None:
+            return None
+        return Path(self.tls_cert).expanduser(), Path(self.tls_key).expanduser()
+
+    @property
+    def scheme(self) -> str:
+        return "http" if self.tls_files is None else "https"
+
+    @property
+    def keys_path(self) -> Path | None:
+        return None if self.keys_file is None else Path(self.keys_file).expanduser()
+
+    @property
+    def keyed(self) -> bool:
+        return bool(self.api_keys) or self.keys_file is not None
 
 
 class Routes(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -80,6 +113,7 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{path or DEFAULT_CONFIG}: {exc}") from exc
     _check_references(settings)
+    _check_tls(settings.server)
     return settings
 
 
@@ -107,6 +141,60 @@ def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
         server["api_keys"] = [k.strip() for k in keys if k.strip()]
     if "BOOAGENT_MODELS_DIR" in environ:
         raw["models_dir"] = environ["BOOAGENT_MODELS_DIR"]
+    if environ.get("BOOAGENT_KEYS_FILE"):
+        server["keys_file"] = environ["BOOAGENT_KEYS_FILE"]
+    if "BOOAGENT_ALLOW_OPEN" in environ:
+        server["allow_open"] = environ["BOOAGENT_ALLOW_OPEN"].strip().lower() in _TRUE
+    _apply_tls_env(server, environ)
+
+
+_TRUE = ("1", "true", "yes", "on")
+
+
+def exposure(server: Server) -> str | None:
+    """Why the gateway must not start as configured, or None: bound beyond loopback with no
+    API keys, anyone who can reach the machine could use it, unless ``allow_open`` says
+    that is meant (LiteLLM refuses to start without a master key, for the same reason)."""
+    if server.keyed or server.allow_open or _loopback(server.host):
+        return None
+    return (
+        f"refusing to serve on {server.host}:{server.port} without API keys: anyone on the "
+        "network could use the cluster. Create a key with `booagent keys add NAME` (it writes "
+        "~/.config/booagent/keys.yaml) and start with BOOAGENT_KEYS_FILE=~/.config/booagent/"
+        "keys.yaml (or server.keys_file in the config, or BOOAGENT_API_KEYS=<key>); or bind "
+        "to 127.0.0.1; or, if an open gateway is really meant, set server.allow_open: true "
+        "(BOOAGENT_ALLOW_OPEN=1)"
+    )
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _apply_tls_env(server: dict[str, Any], environ: Mapping[str, str]) -> None:
+    """``BOOAGENT_TLS_CERT`` and ``BOOAGENT_TLS_KEY`` replace the file's paths; set empty, they
+    turn HTTPS off."""
+    for name, field in (("BOOAGENT_TLS_CERT", "tls_cert"), ("BOOAGENT_TLS_KEY", "tls_key")):
+        if name in environ:
+            server[field] = environ[name] or None
+
+
+def _check_tls(server: Server) -> None:
+    """Both ``tls_cert`` and ``tls_key`` or neither; both readable PEM that belong together."""
+    unset = [name for name in ("tls_cert", "tls_key") if getattr(server, name) is None]
+    if len(unset) == 1:
+        raise ConfigError(
+            f"server.{unset[0]} is missing: HTTPS needs both server.tls_cert and "
+            "server.tls_key (env: BOOAGENT_TLS_CERT, BOOAGENT_TLS_KEY)"
+        )
+    problem = server.tls_files and pair_problem(*server.tls_files)
+    if problem:
+        raise ConfigError(f"server.tls_cert/tls_key: {problem}")
 
 
 def _check_references(settings: Settings) -> None:

@@ -57,6 +57,9 @@ MAKERS: dict[type[BooagentError], Maker] = {
     errors.ChecksumMismatch: lambda m: errors.ChecksumMismatch(m, expected="ab", actual="cd"),
     errors.NodeProcessError: lambda m: errors.NodeProcessError("n1", m, exit_code=1, output=[m]),
     gateway_errors.RouteNotFound: gateway_errors.RouteNotFound,
+    gateway_errors.RateLimited: lambda m: gateway_errors.RateLimited(m, retry_after=20),
+    gateway_errors.TokensLimited: lambda m: gateway_errors.TokensLimited(m, retry_after=3),
+    gateway_errors.HttpsRequired: gateway_errors.HttpsRequired,
     gateway_errors.MethodNotAllowed: gateway_errors.MethodNotAllowed,
 }
 
