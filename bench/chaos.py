@@ -202,9 +202,10 @@ async def _progress(report: ChaosReport, echo: Echo, every: float, start: float)
         )
 
 
-async def _chaos(
+async def chaos_load(
     live: LiveCluster, settings: ChaosSettings, report: ChaosReport, echo: Echo
 ) -> None:
+    """The load and the kills on a running cluster, for ``settings.duration`` seconds."""
     report.nodes = [(n.name, n.member) for n in live.settings.nodes]
     report.allowed = allowed_nodes(live, settings.model)
     report.grace = _grace(live)
@@ -235,7 +236,7 @@ async def _run(settings: ChaosSettings, report: ChaosReport, echo: Echo) -> None
             ports, marker = live.ports, str(live.config_path)
             count = len(live.settings.nodes)
             echo(f"cluster ready ({count} nodes); load for {settings.duration:g} s")
-            await _chaos(live, settings, report, echo)
+            await chaos_load(live, settings, report, echo)
         report.leftovers = leftovers(ports, marker)
 
 

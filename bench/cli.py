@@ -204,3 +204,44 @@ def bench_chaos(
     else:
         click.echo(write_chaos(report, Path(out)))
         click.echo(f"(written to {out})")
+
+
+@bench.command("soak")
+@click.option("--hours", type=click.FloatRange(0.01), default=2.0, show_default=True)
+@click.option("--sample-every", type=click.FloatRange(1), default=60.0, show_default=True,
+              help="Seconds between samples of the gateway process.")  # fmt: skip
+@click.option("--warmup", type=click.FloatRange(0), default=600.0, show_default=True,
+              help="Seconds left out of the slopes (start-up, caches filling).")  # fmt: skip
+@click.option("--kill-every", default="30-90", show_default=True,
+              help="Seconds between node kills, LOW-HIGH.")  # fmt: skip
+@click.option("--concurrency", type=click.IntRange(1), default=4, show_default=True)
+@click.option("--out", default="docs/soak.md", show_default=True, help="'-' writes none.")
+def bench_soak(
+    hours: float, sample_every: float, warmup: float, kill_every: str, concurrency: int,
+    out: str,
+) -> None:  # fmt: skip
+    """Hours of the chaos load, watching the gateway's memory, file descriptors, tasks and
+    latency for growth; reports slopes and their 24-hour extrapolation."""
+    from bench.chaos import ChaosSettings, kill_range
+    from bench.live import BenchError
+    from bench.soak import SoakSettings, run_soak
+    from bench.soak_report import soak_markdown, write_soak
+
+    try:
+        every = kill_range(kill_every)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--kill-every") from exc
+    chaos = ChaosSettings(
+        duration=hours * 3600, kill_every=every, concurrency=concurrency, spare=True,
+        progress_every=600.0,
+    )  # fmt: skip
+    settings = SoakSettings(chaos, sample_every, min(warmup, hours * 3600 / 3))
+    try:
+        report = run_soak(settings, echo=lambda line: click.echo(line, err=True))
+    except (BenchError, BooagentError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    markdown = soak_markdown(report)
+    click.echo(markdown)
+    if out != "-":
+        write_soak(Path(out), markdown)
+        click.echo(f"(written to {out})")

@@ -10,10 +10,17 @@ free text.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -69,6 +76,8 @@ class Metrics:
             "began.", registry=r,
         )  # fmt: skip
         r.register(_NodeCollector(nodes))
+        ProcessCollector(registry=r)  # process_resident_memory_bytes, process_open_fds, ...
+        r.register(_LoopCollector())
 
     def observe(self, ended: Ended) -> None:
         outcome, stream = ended.outcome, str(ended.stream).lower()
@@ -151,3 +160,15 @@ class _NodeCollector(Collector):
             for node in nodes:
                 counter.add_metric([node["name"]], float(node[field]))
             yield counter
+
+
+class _LoopCollector(Collector):
+    """Tasks alive on the gateway's event loop (a leak shows as a count that only grows)."""
+
+    def collect(self) -> Iterator[Metric]:
+        gauge = GaugeMetricFamily("booagent_event_loop_tasks", "Tasks alive on the event loop.")
+        try:
+            gauge.add_metric([], float(len(asyncio.all_tasks())))
+        except RuntimeError:  # scraped outside the loop (a test's registry read)
+            return
+        yield gauge

@@ -192,6 +192,8 @@ async def test_metrics_parse_and_carry_bounded_labels(tmp_path: Path) -> None:
     (state,) = families["booagent_node_state"].samples
     assert state.labels == {"node": "a", "state": "ready", "breaker": "open"}
     assert failed.headers["x-request-id"] not in scraped.text
+    assert families["process_resident_memory_bytes"].samples[0].value > 0
+    assert families["booagent_event_loop_tasks"].samples[0].value >= 1
     assert ALICE not in scraped.text
 
 
