@@ -8,7 +8,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from gateway.record import Ended
+from gateway.record import CLIENT_CLOSED, Ended
 
 WINDOW = 60.0
 
@@ -37,14 +37,20 @@ class Recent:
         return list(reversed(self._requests))
 
     def throughput(self) -> dict[str, float]:
-        """Requests, errors and completion tokens per second over the last minute."""
+        """Requests, errors (any status of 400 or more but 499, the client leaving) and
+        completion tokens per second over the last minute."""
         self._expire(self._clock())
         ended = list(self._window)
         return {
             "requests_per_second": round(len(ended) / WINDOW, 3),
-            "errors_per_second": round(sum(1 for e in ended if e[2] >= 500) / WINDOW, 3),
+            "errors_per_second": round(sum(1 for e in ended if _error(e[2])) / WINDOW, 3),
             "tokens_per_second": round(sum(e[1] for e in ended) / WINDOW, 2),
         }
+
+
+def _error(status: int) -> bool:
+    """An answer the client did not get, other than by leaving (499)."""
+    return status >= 400 and status != CLIENT_CLOSED
 
 
 def summary(ended: Ended) -> dict[str, Any]:
