@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -18,6 +18,7 @@ from backends.fit import Counter, local_vocab
 from backends.health import HealthTracker
 from backends.http import HttpNode
 from backends.models import lookup
+from backends.mtls import TlsFiles
 from backends.node import ManagedNode
 from backends.pool import Pool
 from backends.tooling import Dialect, style_of
@@ -37,39 +38,60 @@ def node_session() -> aiohttp.ClientSession:
     )
 
 
+NodeFactory = Callable[[Node], ManagedNode]
+
+
+def node_factory(
+    members: Sequence[Member],
+    session: aiohttp.ClientSession,
+    policies: Policies,
+    hosts: Sequence[Host] = (),
+    tls: TlsFiles | None = None,
+) -> NodeFactory:
+    """Makes the pool's managed node for a node spec (at start-up, and when one joins)."""
+    by_name = {m.name: m for m in members}
+    limits = {h.name: Admission(h.max_active) for h in hosts}
+
+    def managed(node: Node) -> ManagedNode:
+        member = by_name[node.member]
+        return ManagedNode(
+            spec=node,
+            member=member,
+            backend=HttpNode(node, session, policies.timeouts, style=style_of(member), tls=tls),
+            health=HealthTracker(policies.breaker, time.monotonic),
+            admission=Admission(node.capacity or 1),
+            kind=node.kind,
+            host=limits.get(node.host_name),
+        )
+
+    return managed
+
+
 def build_pool(
     members: Sequence[Member],
     nodes: Sequence[Node],
     policies: Policies,
     hosts: Sequence[Host] = (),
     models_dir: Path | None = None,
+    tls: TlsFiles | None = None,
 ) -> Pool:
     """One shared session (closed with the pool) and one managed node per config entry; nodes
     on a host with a limit share one admission queue for it; members whose GGUF file is in
-    ``models_dir`` count prompts with its vocabulary.
+    ``models_dir`` count prompts with its vocabulary; ``https://`` nodes are reached with the
+    cluster's mutual TLS (``tls``). The pool's ``spawn`` makes nodes that join later.
 
     Call it inside the running loop that will use the pool: the session is bound to it.
     """
     session = node_session()
-    by_name = {m.name: m for m in members}
-    limits = {h.name: Admission(h.max_active) for h in hosts}
-    managed = [
-        ManagedNode(
-            spec=node,
-            member=by_name[node.member],
-            backend=HttpNode(
-                node, session, policies.timeouts, style=style_of(by_name[node.member])
-            ),
-            health=HealthTracker(policies.breaker, time.monotonic),
-            admission=Admission(node.capacity or 1),
-            kind=node.kind,
-            host=limits.get(node.host_name),
-        )
-        for node in nodes
-    ]
+    spawn = node_factory(members, session, policies, hosts, tls)
     vocab = _vocabularies(members, models_dir) if models_dir is not None else {}
     closing = partial(close_session, session)
-    return Pool(managed, policies, rng=random.Random(), on_close=closing, vocab=vocab)
+    pool = Pool(
+        [spawn(node) for node in nodes], policies, rng=random.Random(), on_close=closing,
+        vocab=vocab, members=members,
+    )  # fmt: skip
+    pool.spawn = spawn
+    return pool
 
 
 def _vocabularies(members: Sequence[Member], models_dir: Path) -> dict[str, Counter]:

@@ -53,6 +53,12 @@ class Node(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     api_key: str | None = None
     local: LocalProcess | None = None
     host: str | None = None
+    tls_name: str | None = None
+    """The name the node's certificate must carry when it is reached over ``https://``
+    (a node agent's name; default: the URL's host)."""
+    priority: int = 0
+    """The node's tier: requests go to the lowest tier with a node that can serve, and fall
+    back to the next when none can."""
 
     @property
     def host_name(self) -> str:
@@ -114,3 +120,22 @@ class Policies(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     retry: Retry = Retry()
     breaker: Breaker = Breaker()
     health: Health = Health()
+
+
+class Cluster(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The cluster's mutual TLS (the gateway's side) and discovery of node agents.
+
+    ``ca``, ``cert`` and ``key``: the cluster CA and the gateway's certificate and key
+    (``booagent certs init`` writes them to ``~/.config/booagent/certs``), used for every
+    ``https://`` node and every discovered one. With ``discover``, node agents that announce
+    themselves over mDNS join the pool once their certificate checks out, and leave it when
+    they say goodbye or have not been seen for ``forget_after`` seconds; ``allow`` (when not
+    empty) names the only node agents that may join.
+    """
+
+    ca: str = "~/.config/booagent/certs/ca.pem"
+    cert: str = "~/.config/booagent/certs/gateway.pem"
+    key: str = "~/.config/booagent/certs/gateway.key"
+    discover: bool = False
+    forget_after: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    allow: tuple[str, ...] = ()

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import math
+import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager, contextmanager
@@ -39,7 +40,9 @@ from backends.errors import (
     NodeTimeout,
     NodeUnreachable,
 )
+from backends.mtls import TlsFiles
 from backends.sse import DONE, ByteDecoder, Event
+from backends.toolcalls_plan import NodeKind as DialectKind
 from backends.toolcalls_plan import TemplateStyle, template_style
 from backends.tooling import Dialect, involves_tools, relay
 
@@ -66,7 +69,20 @@ def map_errors(node: str) -> Iterator[None]:
         raise NodeTimeout(node, "connect timed out") from exc
     except (aiohttp.ServerTimeoutError, httpx.TimeoutException) as exc:
         raise NodeTimeout(node, f"timed out ({type(exc).__name__})") from exc
-    except (aiohttp.ClientConnectorError, httpx.ConnectError) as exc:
+    except aiohttp.ClientConnectorCertificateError as exc:
+        raise NodeUnreachable(
+            node, f"refused the node's TLS certificate: {exc.certificate_error}"
+        ) from exc
+    except aiohttp.ClientSSLError as exc:
+        raise NodeUnreachable(node, f"TLS handshake failed: {_tls_reason(exc)}") from exc
+    except aiohttp.ClientConnectorError as exc:
+        if isinstance(exc.ssl, ssl.SSLContext) and isinstance(exc.os_error, ConnectionResetError):
+            raise NodeUnreachable(
+                node, "the node ended the TLS handshake: it does not accept this gateway's "
+                "certificate (signed by another CA, or expired)",
+            ) from exc  # fmt: skip
+        raise NodeUnreachable(node, f"cannot connect: {exc}") from exc
+    except httpx.ConnectError as exc:
         raise NodeUnreachable(node, f"cannot connect: {exc}") from exc
     except (
         aiohttp.ClientConnectionError,
@@ -78,6 +94,14 @@ def map_errors(node: str) -> Iterator[None]:
         raise NodeUnreachable(node, f"connection lost: {exc or type(exc).__name__}") from exc
     except (aiohttp.ClientError, httpx.HTTPError) as exc:
         raise NodeUnreachable(node, f"{type(exc).__name__}: {exc}") from exc
+
+
+def _tls_reason(exc: aiohttp.ClientSSLError) -> str:
+    """The handshake's failure in words: a node that refused the gateway's certificate says
+    so with an alert (``certificate required``, ``unknown ca``, ``certificate expired``)."""
+    cause = exc.os_error
+    reason = getattr(cause, "reason", None) or str(cause)
+    return f"{reason} (does the node trust this gateway's certificate and CA?)"
 
 
 class _Events:
@@ -222,10 +246,12 @@ class HttpNode:
         timeouts: Timeouts,
         *,
         style: TemplateStyle = "hermes",
+        tls: TlsFiles | None = None,
     ) -> None:
         self.name = spec.name
         self.spec = spec
         self._session = session
+        self._tls = tls if spec.url.startswith("https:") else None
         self._timeouts = timeouts
         self._base = spec.url.rstrip("/")
         self._auth = {"Authorization": f"Bearer {spec.api_key}"} if spec.api_key else {}
@@ -234,6 +260,14 @@ class HttpNode:
         self._connect = aiohttp.ClientTimeout(connect=timeouts.connect, ceil_threshold=math.inf)
         kind = spec.kind if spec.kind != "auto" else "llama_cpp_server"
         self.dialect = Dialect(kind, style)
+
+    def _secure(self) -> dict[str, Any]:
+        """For a node behind a node agent (``https://``): the cluster's mutual-TLS context
+        as it is now (certificates are re-read when they change), and the name the node's
+        certificate must carry."""
+        if self._tls is None:
+            return {}
+        return {"ssl": self._tls.context, "server_hostname": self.spec.tls_name}
 
     def _payload(self, body: Mapping[str, Any]) -> bytes:
         sent = {
@@ -281,6 +315,7 @@ class HttpNode:
                 headers=self._post_headers,
                 timeout=self._connect,
                 allow_redirects=False,
+                **self._secure(),
             )
         try:
             await self._raise_for_status(response, deadline)
@@ -340,7 +375,7 @@ class HttpNode:
         """Check readiness without generating tokens or taking llama_cpp.server's lock; learn
         the node's kind (and, on native llama-server, its slots and chat template)."""
         try:
-            status, _ = await self._get("/health", timeout)
+            status, body = await self._get("/health", timeout)
         except NodeError as exc:
             return Probe("down", error=exc.message)
         if status == 503:
@@ -349,13 +384,23 @@ class HttpNode:
             self.dialect = replace(self.dialect, kind="llama_cpp_server")
             return Probe("ready", kind="llama_cpp_server", slots=1)
         if status == 200:
-            slots, template = await self._props(timeout)
-            style = template_style(template) if template else self.dialect.style
-            self.dialect = Dialect("llama_server", style)
-            return Probe("ready", kind="llama_server", slots=slots)
+            return await self._ready(body, timeout)
         if status >= 500:
             return Probe("down", error=f"health check answered {status}")
         return Probe("ready", kind=self.spec.kind)
+
+    async def _ready(self, health: bytes, timeout: float) -> Probe:
+        """A node that answered its health check: native ``llama-server`` (its slots and
+        template from ``/props``), or a node agent saying what it runs (:mod:`backends.agent`)."""
+        agent = _agent_record(health)
+        kind: DialectKind = (
+            "llama_cpp_server" if agent.get("kind") == "llama_cpp_server" else "llama_server"
+        )
+        slots, template = await self._props(timeout) if kind == "llama_server" else (None, "")
+        slots = agent.get("slots") if isinstance(agent.get("slots"), int) else slots
+        style = template_style(template) if template else self.dialect.style
+        self.dialect = Dialect(kind, style)
+        return Probe("ready", kind=kind, slots=slots)
 
     async def count_tokens(self, body: Mapping[str, Any]) -> int | None:
         """The prompt's tokens as this node renders and tokenizes it (native llama-server's
@@ -372,6 +417,7 @@ class HttpNode:
                     data=self._payload(sent),
                     headers=self._post_headers,
                     allow_redirects=False,
+                    **self._secure(),
                 ) as response,
             ):
                 counted = json.loads(await response.read()) if response.status == 200 else {}
@@ -401,10 +447,20 @@ class HttpNode:
         async with (
             _within(self.name, limit, f"no answer to GET {path}"),
             self._session.get(
-                self._base + path, headers=headers, allow_redirects=False
+                self._base + path, headers=headers, allow_redirects=False, **self._secure()
             ) as response,
         ):
             return response.status, await response.read()
 
     async def aclose(self) -> None:
         """The shared aiohttp session belongs to the pool; nothing of our own to close."""
+
+
+def _agent_record(health: bytes) -> dict[str, Any]:
+    """What a node agent's health answer says of the server behind it (empty for others)."""
+    try:
+        found = json.loads(health)
+    except ValueError:
+        return {}
+    record = found.get("booagent_node") if isinstance(found, dict) else None
+    return record if isinstance(record, dict) else {}

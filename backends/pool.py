@@ -18,7 +18,7 @@ from typing import Any
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from backends.base import ChatRequest, Chunk, Reply
-from backends.config import Member, Policies
+from backends.config import Member, Node, Policies
 from backends.errors import (
     AllNodesFailed,
     ContextLengthExceeded,
@@ -86,13 +86,18 @@ class Pool:
         rng: random.Random | None = None,
         on_close: Callable[[], Awaitable[None]] | None = None,
         vocab: Mapping[str, Counter] | None = None,
+        members: Sequence[Member] = (),
     ) -> None:
         self.nodes = list(nodes)
-        self.members: dict[str, Member] = {n.member.name: n.member for n in self.nodes}
+        self.members: dict[str, Member] = {m.name: m for m in members}
+        self.members.update({n.member.name: n.member for n in self.nodes})
         self._policies = policies
         self._rng = rng or random.Random()
         self._on_close = on_close
-        self._probes: list[asyncio.Task[None]] = []
+        self._probes: dict[str, asyncio.Task[None]] = {}
+        self.spawn: Callable[[Node], ManagedNode] | None = None
+        """Makes a managed node for a node that joins while serving (set by the builder)."""
+        self._probing = False
         self._vocab = dict(vocab or {})
         contexts = {name: member.n_ctx for name, member in self.members.items()}
         self._fitter = Fitter(contexts, self.counter_for)
@@ -271,8 +276,34 @@ class Pool:
 
     def start_probes(self) -> None:
         """Probe every node now and then, in the background, until :meth:`aclose`."""
+        self._probing = True
         for node in self.nodes:
-            self._probes.append(asyncio.create_task(self._probe_loop(node)))
+            self._probes[node.name] = asyncio.create_task(self._probe_loop(node))
+
+    async def add(self, node: ManagedNode) -> None:
+        """A node that joined while serving (one a node agent announced): probed once, then
+        eligible like the others. Its member must be one of the pool's."""
+        if node.member.name not in self.members:
+            raise ValueError(f"node {node.name}: unknown member {node.member.name}")
+        if any(n.name == node.name for n in self.nodes):
+            raise ValueError(f"node {node.name} is already in the pool")
+        await self._probe_once(node)
+        self.nodes = [*self.nodes, node]
+        if self._probing:
+            self._probes[node.name] = asyncio.create_task(self._probe_loop(node))
+
+    async def remove(self, name: str) -> ManagedNode | None:
+        """Take a node out of the pool: no new request goes to it; requests it is answering
+        carry on (or fail over, as when a node dies). Returns it, or None if unknown."""
+        node = next((n for n in self.nodes if n.name == name), None)
+        if node is None:
+            return None
+        self.nodes = [n for n in self.nodes if n.name != name]
+        task = self._probes.pop(name, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        return node
 
     async def probe_all(self) -> None:
         """Probe every node once (used at start-up and by tests)."""
@@ -290,9 +321,10 @@ class Pool:
         return [n.snapshot() for n in self.nodes]
 
     async def aclose(self) -> None:
-        for task in self._probes:
+        self._probing = False
+        for task in self._probes.values():
             task.cancel()
-        await asyncio.gather(*self._probes, return_exceptions=True)
+        await asyncio.gather(*self._probes.values(), return_exceptions=True)
         self._probes.clear()
         if self._on_close is not None:
             await self._on_close()

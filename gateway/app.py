@@ -17,12 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import msgspec
 from litestar import Litestar, MediaType, Request, Response, Router, get, post
 from litestar.datastructures import State
 from litestar.types import ASGIApp
 
 from backends.build import build_pool
+from backends.discovery import Discovery
+from backends.mtls import TlsFiles
 from backends.pool import Pool
 from ensemble.auto import Auto
 from ensemble.base import Context, Strategy
@@ -243,8 +246,9 @@ async def metrics(state: State) -> Response[bytes]:
 def create_app(settings: Settings, *, pool_factory: PoolFactory | None = None) -> Litestar:
     """The gateway app. ``pool_factory`` lets tests supply nodes of their own. Logging is the
     caller's to configure (the process entry point), not the app's."""
+    tls = settings.cluster_tls()
     make_pool = pool_factory or (
-        lambda s: build_pool(s.members, s.nodes, s.policies, s.hosts, s.models_path)
+        lambda s: build_pool(s.members, s.nodes, s.policies, s.hosts, s.models_path, tls)
     )
 
     server = settings.server
@@ -254,15 +258,19 @@ def create_app(settings: Settings, *, pool_factory: PoolFactory | None = None) -
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         pool = make_pool(settings)
         app.state.gateway = Gateway.build(settings, pool, keys)
-        watcher = asyncio.create_task(keys.watch())
+        watchers = [asyncio.create_task(keys.watch())]
+        if tls is not None:
+            watchers.append(asyncio.create_task(tls.watch()))
         try:
             with reload_on_hangup(keys.reload):
                 await pool.probe_all()
                 pool.start_probes()
-                yield
+                async with _discovery(settings, pool, tls):
+                    yield
         finally:
-            watcher.cancel()
-            await asyncio.gather(watcher, return_exceptions=True)
+            for watcher in watchers:
+                watcher.cancel()
+            await asyncio.gather(*watchers, return_exceptions=True)
             await pool.aclose()
 
     protected = Router(
@@ -297,3 +305,18 @@ def reload_on_hangup(reload: Callable[[], object]) -> Iterator[None]:
         yield
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
+
+
+@contextlib.asynccontextmanager
+async def _discovery(settings: Settings, pool: Pool, tls: TlsFiles | None) -> AsyncIterator[None]:
+    """Node agents that announce themselves join the pool while the app runs, when the
+    config's ``cluster.discover`` asks for it."""
+    cluster = settings.cluster
+    if cluster is None or not cluster.discover or tls is None:
+        yield
+        return
+    async with (
+        aiohttp.ClientSession(trust_env=False) as session,
+        Discovery(pool, cluster, tls, session),
+    ):
+        yield

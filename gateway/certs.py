@@ -159,8 +159,33 @@ def init(directory: Path, extra_sans: Iterable[str] = (), *, force: bool = False
     sans = tuple(dict.fromkeys([*default_sans(), *extra_sans]))
     ca = Authority.create()
     ca.write(directory, "ca", force=force)
-    issue(ca, "booagent gateway", sans).write(directory, "gateway", force=force)
+    issue(ca, "booagent gateway", sans, client=True).write(directory, "gateway", force=force)
     return Initialized(ca_files, gateway_files, sans)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeBundle:
+    """What a machine joining the cluster needs: the CA's certificate (not its key), and a
+    certificate and key of its own for its node agent."""
+
+    directory: Path
+    ca: Path
+    node: CertFiles
+
+
+def node_bundle(
+    certs: Path, name: str, out: Path, extra_sans: Iterable[str] = (), *, force: bool = False
+) -> NodeBundle:
+    """Issue node ``name`` a certificate from the CA in ``certs`` into ``out`` (with a copy of
+    ``ca.pem``): valid for ``name`` (what the gateway checks) and ``extra_sans``, as a server
+    and, for node-to-node use, a client."""
+    files = CertFiles.named(out, name)
+    refuse_existing([files], force=force)
+    ca = Authority.load(certs)
+    issue(ca, name, [name, *extra_sans], client=True).write(out, name, force=force)
+    ca_copy = out / "ca.pem"
+    ca_copy.write_bytes((certs / "ca.pem").read_bytes())
+    return NodeBundle(out, ca_copy, files)
 
 
 def refuse_existing(files: Iterable[CertFiles], *, force: bool) -> None:

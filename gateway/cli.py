@@ -25,6 +25,8 @@ from gateway.keys import KeyStore
 from gateway.keys_cli import keys
 from gateway.logs import configure_logging
 from gateway.loop import run
+from gateway.node_cli import certs_node
+from gateway.node_cli import node as agent_command
 from gateway.runner import banner, missing_models, model_files, node_command
 from gateway.runner import serve as serve_gateway
 from gateway.runner import up as run_up
@@ -236,3 +238,5 @@ def status(
 
 
 main.add_command(keys)
+main.add_command(agent_command)
+certs_group.add_command(certs_node)

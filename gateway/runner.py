@@ -25,7 +25,7 @@ from backends.models import lookup
 from backends.supervisor import CommandBuilder, NodeSupervisor, llama_cpp_commands
 from gateway.app import PoolFactory, create_app
 from gateway.settings import Settings
-from gateway.tls import HttpsListener, ServerTls, listening_sockets
+from gateway.tls import HttpsListener, ServerTls, listening_sockets, refusal
 
 
 def model_files(settings: Settings) -> dict[str, Path]:
@@ -104,7 +104,7 @@ class _HttpsServer(_Server):
             structlog.get_logger("booagent.serve").error("listen_failed", error=str(exc))
             await self.lifespan.shutdown()
             sys.exit(STARTUP_FAILURE)
-        listeners = [HttpsListener(sock, self._protocol, self.tls) for sock in bound]
+        listeners = [HttpsListener(sock, self._protocol, self.tls, refusal) for sock in bound]
         self.servers = [cast("asyncio.Server", listener) for listener in listeners]
         self.started = True
 

@@ -18,8 +18,9 @@ from typing import Annotated, Any
 import msgspec
 import yaml
 
-from backends.config import Host, Member, Node, Policies
+from backends.config import Cluster, Host, Member, Node, Policies
 from backends.errors import BooagentError
+from backends.mtls import TlsError, TlsFiles, gateway_context
 from ensemble.classify import Kind
 from ensemble.config import StrategySettings
 from gateway.limits import NO_LIMITS, Limits
@@ -95,6 +96,20 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     policies: Policies = Policies()
     strategies: StrategySettings = StrategySettings()
     models_dir: str = "~/.cache/booagent/models"
+    cluster: Cluster | None = None
+    """Mutual TLS to ``https://`` nodes and discovery of node agents (:mod:`backends.mtls`,
+    :mod:`backends.discovery`)."""
+
+    def cluster_tls(self) -> TlsFiles | None:
+        """The gateway's mutual-TLS files, when the config has a ``cluster`` section."""
+        if self.cluster is None:
+            return None
+        c = self.cluster
+        cert, key, ca = (Path(p).expanduser() for p in (c.cert, c.key, c.ca))
+        try:
+            return TlsFiles(cert, key, ca, gateway_context)
+        except TlsError as exc:
+            raise ConfigError(f"cluster: {exc.message} (`booagent certs init` makes them)") from exc
 
     def member(self, name: str) -> Member | None:
         return next((m for m in self.members if m.name == name), None)
@@ -206,6 +221,11 @@ def _check_references(settings: Settings) -> None:
     for node in settings.nodes:
         if node.member not in names:
             raise ConfigError(f"node {node.name!r} names unknown member {node.member!r}")
+        if node.url.startswith("https:") and settings.cluster is None:
+            raise ConfigError(
+                f"node {node.name!r} is reached over https (a node agent): add a `cluster:` "
+                "section with the CA and the gateway's certificate (`booagent certs init`)"
+            )
     _check_hosts(settings)
     routes = settings.routes
     for kind, members in (

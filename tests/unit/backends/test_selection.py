@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -206,3 +207,39 @@ class TestLogprobCost:
 
     def test_a_member_without_ready_nodes_has_none(self) -> None:
         assert not self.pool_of("llama_server").cheap_logprobs("other")
+
+
+def tiered(name: str, priority: int, **figures: float) -> ManagedNode:
+    managed = node(name, in_flight=int(figures.get("in_flight", 0)))
+    managed.spec = Node(name=name, member="m", url=f"http://{name}", priority=priority)
+    return managed
+
+
+class TestTiers:
+    def test_the_best_tier_is_used_even_when_busier(self) -> None:
+        """The desktop (tier 0) takes the request though the laptop (tier 1) is idle."""
+        assert pick([tiered("laptop", 1), tiered("desktop", 0, in_flight=1)]) == "desktop"
+
+    def test_a_worse_tier_takes_over_when_the_better_one_failed(self) -> None:
+        nodes = [tiered("laptop", 1), tiered("desktop", 0)]
+        assert pick(nodes, tried={"desktop"}) == "laptop"
+
+    def test_a_worse_tier_serves_when_the_better_one_is_not_eligible(self) -> None:
+        """The pool passes only nodes that can serve (up, breaker closed): with the desktop
+        down, the laptop's tier is the best left."""
+        assert pick([tiered("laptop", 1), tiered("nas", 2)]) == "laptop"
+
+
+@pytest.mark.anyio
+async def test_a_node_that_joins_is_probed_and_served_and_one_that_leaves_is_not() -> None:
+    """Pool.add probes a new node before it is eligible; Pool.remove takes it out."""
+    pool = fake_pool([(FakeNode("a"), Member(name="m"))])
+    pool.start_probes()
+    joining = fake_pool([(FakeNode("b"), Member(name="m"))]).nodes[0]
+    await pool.add(joining)
+    assert [n.name for n in pool.nodes] == ["a", "b"] and joining.health.readiness == "ready"
+    assert await pool.remove("a") is not None
+    async with pool.stream(ChatRequest({"messages": []}, members=("m",))) as reply:
+        assert reply.node == "b"
+    assert await pool.remove("nobody") is None
+    await pool.aclose()

@@ -31,7 +31,7 @@ from backends.config import Member
 from gateway.certs import Initialized, init
 from gateway.runner import banner, gateway_server
 from gateway.settings import ConfigError, load_settings
-from gateway.tls import HttpsListener, ServerTls, https_url
+from gateway.tls import HttpsListener, ServerTls, https_url, refusal
 from tests.fakes import FakeNode, fake_pool, settings_for
 from tests.harness import free_port
 
@@ -309,7 +309,7 @@ class TestListener:
             sock = socket.create_server(("127.0.0.1", 0))
             sock.setblocking(False)
             tls = ServerTls(certs.gateway.cert, certs.gateway.key)
-            listener = HttpsListener(sock, asyncio.Protocol, tls, timeout=0.2)
+            listener = HttpsListener(sock, asyncio.Protocol, tls, refusal, timeout=0.2)
             reader, writer = await asyncio.open_connection(*sock.getsockname())
             started = time.monotonic()
             answer = await asyncio.wait_for(reader.read(), 5)
