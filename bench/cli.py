@@ -245,3 +245,19 @@ def bench_soak(
     if out != "-":
         write_soak(Path(out), markdown)
         click.echo(f"(written to {out})")
+
+
+@bench.command("hop")
+@click.option("--requests", type=click.IntRange(10), default=1000, show_default=True)
+@click.option("--chunks", type=click.IntRange(10), default=1000, show_default=True)
+@click.option("--out", default="docs/performance-hop.md", show_default=True,
+              help="'-' writes none.")  # fmt: skip
+def bench_hop(requests: int, chunks: int, out: str) -> None:
+    """What a node agent's mutual-TLS hop adds per request and per chunk."""
+    from bench.hop import HopSettings, hop_markdown, run_hop
+
+    markdown = hop_markdown(run_hop(HopSettings(requests, chunks)))
+    click.echo(markdown)
+    if out != "-":
+        Path(out).write_text("# Node agent hop\n\n" + markdown)
+        click.echo(f"(written to {out})")
