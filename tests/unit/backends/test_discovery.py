@@ -133,3 +133,21 @@ async def test_the_same_announcement_again_changes_nothing(
     first = discovery.pool.nodes[0]
     await discovery.consider(announced)
     assert discovery.pool.nodes == [first]
+
+
+async def test_an_agent_forgotten_for_being_down_rejoins_when_it_answers(
+    world: tuple[Discovery, Running, Announced],
+) -> None:
+    """Its unchanged announcement brings no news, so the gateway asks it again itself."""
+    discovery, _, announced = world
+    await discovery.consider(announced)
+    clock = discovery.clock
+    assert isinstance(clock, Clock)
+    discovery.pool.nodes[0].health.probed("down", "no answer")
+    await discovery.expire_once()
+    clock.now += 10
+    await discovery.expire_once()
+    assert discovery.pool.nodes == [] and "laptop" in discovery.dormant
+    await discovery.expire_once()
+    assert [n.name for n in discovery.pool.nodes] == ["laptop/tiny"]
+    assert discovery.dormant == {}
