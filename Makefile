@@ -61,9 +61,9 @@ check: setup lint typecheck test
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
-# Namespaces, bridges and processes a crashed test run left behind (tests/netns.py).
+# Namespaces, bridges and processes a crashed test run left behind (bench/netns.py).
 netns-clean:
-	$(PYTHON) tests/netns_cleanup.py
+	$(PYTHON) bench/netns_cleanup.py
 
 e2e-openwebui:
 	OWUI_VENV=$(OWUI_VENV) tests/openwebui/install.sh

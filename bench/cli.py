@@ -261,3 +261,21 @@ def bench_hop(requests: int, chunks: int, out: str) -> None:
     if out != "-":
         Path(out).write_text("# Node agent hop\n\n" + markdown)
         click.echo(f"(written to {out})")
+
+
+@bench.command("machines")
+@click.option("--duration", type=click.FloatRange(5), default=60.0, show_default=True)
+@click.option("--concurrency", type=click.IntRange(1), default=4, show_default=True)
+@click.option("--max-tokens", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--out", default="docs/performance-machines.md", show_default=True,
+              help="'-' writes none.")  # fmt: skip
+def bench_machines(duration: float, concurrency: int, max_tokens: int, out: str) -> None:
+    """Throughput of two namespace machines together against the sum of each alone (root)."""
+    from bench.machines import MachinesSettings, machines_markdown, run_machines
+
+    settings = MachinesSettings(duration, concurrency, max_tokens)
+    markdown = machines_markdown(run_machines(settings, lambda line: click.echo(line, err=True)))
+    click.echo(markdown)
+    if out != "-":
+        Path(out).write_text("# Several machines\n\n" + markdown)
+        click.echo(f"(written to {out})")

@@ -15,15 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.netns import (
-    Lan,
-    Machine,
-    lan_fixture,  # noqa: F401
-    make_lan_fixture,  # noqa: F401
-    netns_sweep_fixture,  # noqa: F401
-    wait_for_tcp,
-)
-from tests.netns_cleanup import (
+from bench.netns_cleanup import (
     bridge_name,
     ip,
     is_alive,
@@ -32,6 +24,14 @@ from tests.netns_cleanup import (
     lock_path,
     netns_name,
     sweep,
+)
+from tests.netns import (
+    Lan,
+    Machine,
+    lan_fixture,  # noqa: F401
+    make_lan_fixture,  # noqa: F401
+    netns_sweep_fixture,  # noqa: F401
+    wait_for_tcp,
 )
 
 REPO = Path(__file__).resolve().parents[2]

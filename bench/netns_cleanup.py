@@ -13,7 +13,7 @@ lock file, ``/run/booagent-netns/bac<tt>.lock``, created before any of those obj
 - no lock file: the objects are not the harness's; nothing is touched (``--unclaimed`` removes
   them too, for manual recovery when the lock directory itself was deleted).
 
-Run it as ``python tests/netns_cleanup.py [--dry-run] [--unclaimed]`` (a Makefile target), or
+Run it as ``python bench/netns_cleanup.py [--dry-run] [--unclaimed]`` (a Makefile target), or
 import ``sweep()``. Standard library only, so it runs without the project's virtualenv.
 """
 
