@@ -10,7 +10,7 @@ pool) implement the same seam.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -91,6 +91,34 @@ class Chunk:
 
 
 @dataclass(frozen=True, slots=True)
+class Continued:
+    """A committed answer handed on after its node failed mid-answer (:mod:`backends.continuation`).
+
+    ``error`` is the failure (its ``node`` the node that failed), ``after_chars`` how much answer
+    text the client had by then; ``to`` is the node of the same member that went on with it,
+    None when none could (the stream then ended with an error). ``tried`` names every node
+    asked to go on, ``to`` last; ``failures`` are the errors of those that could not;
+    ``queue_wait`` the seconds spent waiting for their slots.
+    """
+
+    error: NodeError
+    after_chars: int
+    to: str | None = None
+    tried: tuple[str, ...] = ()
+    failures: tuple[NodeError, ...] = ()
+    queue_wait: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """As the answer's ``booagent`` object shows it."""
+        return {
+            "from": self.error.node,
+            "to": self.to,
+            "after_chars": self.after_chars,
+            "reason": self.error.reason,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Reply:
     """A node's answer as it arrives, and where it came from.
 
@@ -102,6 +130,11 @@ class Reply:
     because the prompt did not fit them, ``max_tokens`` clamped); ``prompt_tokens`` the
     prompt's tokens on the answering member as the pool counted or estimated them (usage
     falls back on it when the node reports none). Iterating a reply iterates its chunks.
+
+    ``continued`` lists what happened when a node failed after the commit point: the answer
+    handed on to another node of the member, or not. The pool adds to it while the chunks
+    flow (it cannot be known before), so it is complete once the stream has ended; the
+    ``every_*`` properties read it then.
     """
 
     chunks: AsyncIterator[Chunk]
@@ -114,9 +147,27 @@ class Reply:
     first_token: float = 0.0
     fitted: tuple[str, ...] = ()
     prompt_tokens: int = 0
+    continued: Sequence[Continued] = ()
 
     def __aiter__(self) -> AsyncIterator[Chunk]:
         return self.chunks
+
+    @property
+    def every_attempt(self) -> tuple[str, ...]:
+        """Every node the answer was asked of: those before the commit, then those asked to
+        go on with it."""
+        return (*self.attempts, *(node for c in self.continued for node in c.tried))
+
+    @property
+    def every_failure(self) -> tuple[NodeError, ...]:
+        """Every failed node attempt: before the commit, then each failure mid-answer and
+        those of the nodes that could not go on."""
+        later = (f for c in self.continued for f in (c.error, *c.failures))
+        return (*self.failures, *later)
+
+    @property
+    def every_queue_wait(self) -> float:
+        return self.queue_wait + sum(c.queue_wait for c in self.continued)
 
 
 class Backend(Protocol):

@@ -33,6 +33,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from backends.continuation import Prompt
 from backends.errors import PromptTooLong
 
 TEMPLATE_ALLOWANCE = 2048
@@ -79,47 +80,76 @@ class LocalVocab:
     a request into what ``llama_cpp.server`` renders for this member (its tools and earlier
     calls written as the node is asked: :mod:`backends.tooling`). A prompt the template cannot
     render is estimated (the node will say what is wrong with it), and so is every prompt
-    when the vocabulary cannot be loaded."""
+    when the vocabulary cannot be loaded. The same template renders the prompt that
+    ``llama_cpp.server`` is asked to continue an answer from (:mod:`backends.continuation`)."""
 
     path: Path
     prepare: Callable[[Mapping[str, Any]], Mapping[str, Any]] = lambda body: body
-    _loaded: Any = None
+    _loaded: _Vocab | None = None
+    _failed: bool = False
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def count(self, body: Mapping[str, Any]) -> int:
-        async with self._lock:
-            if self._loaded is None:
-                try:
-                    self._loaded = await asyncio.to_thread(_load_vocab, self.path)
-                except (ImportError, OSError, ValueError):  # a broken install or model file
-                    self._loaded = _no_vocab
+        vocab = await self._vocab()
         try:
-            return int(await asyncio.to_thread(self._loaded, self.prepare(body)))
+            if vocab is None:
+                raise LookupError("the vocabulary could not be loaded")
+            return int(await asyncio.to_thread(vocab.count, self.prepare(body)))
         except Exception:  # a template error is the request's, for the node to report
             return await ESTIMATE.count(body)
 
+    async def chat_prompt(self, body: Mapping[str, Any]) -> Prompt | None:
+        """The conversation of ``body`` as ``llama_cpp.server`` renders it for this member, up
+        to where the answer begins; None when it cannot be rendered here."""
+        vocab = await self._vocab()
+        if vocab is None:
+            return None
+        try:
+            return await asyncio.to_thread(vocab.prompt, self.prepare(body))
+        except Exception:  # a template error: the node could not render it either
+            return None
 
-def _no_vocab(body: Mapping[str, Any]) -> int:
-    raise LookupError("the vocabulary could not be loaded")
+    async def _vocab(self) -> _Vocab | None:
+        async with self._lock:
+            if self._loaded is None and not self._failed:
+                try:
+                    self._loaded = await asyncio.to_thread(_Vocab.load, self.path)
+                except (ImportError, OSError, ValueError):  # a broken install or model file
+                    self._failed = True
+        return self._loaded
 
 
-def _load_vocab(path: Path) -> Callable[[Mapping[str, Any]], int]:
-    """A counter over the GGUF at ``path``: its template rendered, then tokenized."""
-    from llama_cpp import Llama
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+@dataclass(frozen=True, slots=True)
+class _Vocab:
+    """A GGUF's vocabulary (loaded without its weights) and its chat template."""
 
-    llama = Llama(model_path=str(path), vocab_only=True, verbose=False)
-    template = llama.metadata.get("tokenizer.chat_template", "")
-    eos = llama._model.token_get_text(llama.token_eos())
-    bos = llama._model.token_get_text(llama.token_bos()) if llama.token_bos() >= 0 else ""
-    formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+    llama: Any
+    formatter: Any
 
-    def count(body: Mapping[str, Any]) -> int:
+    @classmethod
+    def load(cls, path: Path) -> _Vocab:
+        from llama_cpp import Llama
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        llama = Llama(model_path=str(path), vocab_only=True, verbose=False)
+        template = llama.metadata.get("tokenizer.chat_template", "")
+        eos = llama._model.token_get_text(llama.token_eos())
+        bos = llama._model.token_get_text(llama.token_bos()) if llama.token_bos() >= 0 else ""
+        return cls(llama, Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos))
+
+    def _render(self, body: Mapping[str, Any]) -> Any:
         messages, tools = _prompt_parts(body)
-        prompt = formatter(messages=messages, tools=tools, tool_choice=body.get("tool_choice"))
-        return len(llama.tokenize(prompt.prompt.encode(), add_bos=False, special=True))
+        return self.formatter(messages=messages, tools=tools, tool_choice=body.get("tool_choice"))
 
-    return count
+    def count(self, body: Mapping[str, Any]) -> int:
+        """The prompt's tokens: its template rendered, then tokenized."""
+        prompt = self._render(body).prompt
+        return len(self.llama.tokenize(prompt.encode(), add_bos=False, special=True))
+
+    def prompt(self, body: Mapping[str, Any]) -> Prompt:
+        rendered = self._render(body)
+        stop = rendered.stop
+        return Prompt(rendered.prompt, (stop,) if isinstance(stop, str) else tuple(stop or ()))
 
 
 def local_vocab(

@@ -30,6 +30,7 @@ import msgspec
 
 from backends.base import ChatRequest, Chunk, Reply
 from backends.config import Node, Timeouts
+from backends.continuation import chat_chunk
 from backends.errors import (
     ContextLengthExceeded,
     NodeError,
@@ -216,6 +217,8 @@ def _parse_chunk(node: str, event: Event, *, more: bool, first: bool = False) ->
         raise NodeProtocolError(node, f"chunk is not an object: {event.data[:80]!r}")
     if "error" in data:
         raise _event_error(node, event, first=first)
+    if data.get("object") == "text_completion":
+        data = chat_chunk(data)
     return Chunk(data, more=more)
 
 
@@ -302,15 +305,27 @@ class HttpNode:
             yield Reply(relayed, self.name, self.spec.member, attempts=(self.name,), started=begun)
 
     @asynccontextmanager
+    async def complete(self, request: ChatRequest) -> AsyncIterator[Reply]:
+        """``request.body`` (a raw ``prompt``) on ``/v1/completions``, its text as chat chunks:
+        how ``llama_cpp.server``, which cannot prefill, continues an answer cut off elsewhere
+        (:mod:`backends.continuation`)."""
+        begun = asyncio.get_running_loop().time()
+        reading = request.prompt_tokens / self._timeouts.prompt_rate
+        deadline = begun + self._timeouts.total
+        async with self._open(request.body, begun + reading, deadline, "completions") as chunks:
+            yield Reply(chunks, self.name, self.spec.member, attempts=(self.name,), started=begun)
+
+    @asynccontextmanager
     async def _open(
-        self, body: Mapping[str, Any], begun: float, deadline: float
+        self, body: Mapping[str, Any], begun: float, deadline: float, path: str = "chat/completions"
     ) -> AsyncIterator[AsyncIterator[Chunk]]:
-        """POST ``body``; the answer's chunks (the response is closed when the block ends).
-        The first-token limit runs from ``begun`` (moved on by the time the prompt takes)."""
+        """POST ``body`` to ``/v1/<path>``; the answer's chunks (the response is closed when the
+        block ends). The first-token limit runs from ``begun`` (moved on by the time the prompt
+        takes)."""
         first = min(begun + self._timeouts.first_token, deadline)
         async with _within(self.name, first, "no response"):
             response = await self._session.post(
-                f"{self._base}/v1/chat/completions",
+                f"{self._base}/v1/{path}",
                 data=self._payload(body),
                 headers=self._post_headers,
                 timeout=self._connect,

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from backends.admission import Admission
-from backends.base import Backend
+from backends.base import Backend, ChatRequest, Reply
 from backends.config import Member, Node
 from backends.health import HealthTracker
 from backends.http import Probe
@@ -16,12 +17,16 @@ _ALPHA = 0.3
 
 
 class ProbingBackend(Backend, Protocol):
-    """A backend that can also report its readiness without generating tokens, and count a
-    prompt's tokens when it can do so without taking a slot (None when it cannot)."""
+    """A backend that can also report its readiness without generating tokens, count a
+    prompt's tokens when it can do so without taking a slot (None when it cannot), and stream
+    the completion of a raw prompt as chat chunks (how ``llama_cpp.server`` continues an
+    answer another node began: :mod:`backends.continuation`)."""
 
     async def probe(self, timeout: float) -> Probe: ...
 
     async def count_tokens(self, body: Mapping[str, Any]) -> int | None: ...
+
+    def complete(self, request: ChatRequest) -> AbstractAsyncContextManager[Reply]: ...
 
 
 @dataclass(slots=True)

@@ -2,29 +2,39 @@
 
 For each request it picks an eligible node, waits for a slot there, and opens a stream. Until
 the first content chunk arrives nothing is committed, so a node that fails before answering is
-replaced by another one invisibly. One request-wide budget bounds the attempts, whatever fails;
-after the commit point a node failure becomes :class:`backends.errors.StreamInterrupted`.
+replaced by another one invisibly. One request-wide budget bounds the attempts, whatever fails.
+After the commit point a node that fails mid-answer hands its plain-text answer on to another
+node of the same member, within the same budget (:mod:`backends.continuation`); when none can
+take it, the failure becomes :class:`backends.errors.StreamInterrupted`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import AsyncExitStack, aclosing, asynccontextmanager
-from dataclasses import dataclass, field, replace
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing, asynccontextmanager
+from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
-from backends.base import ChatRequest, Chunk, Reply
+from backends.attempts import Attempts
+from backends.base import ChatRequest, Continued, Reply
 from backends.config import Member, Node, Policies
+from backends.continuation import (
+    MAX_CONTINUATIONS,
+    Continuation,
+    Partial,
+    Template,
+    continuable,
+)
 from backends.errors import (
     AllNodesFailed,
+    CapacityError,
     ContextLengthExceeded,
     NodeError,
-    NodeOverloaded,
-    NodeTimeout,
     NoNodeAvailable,
     RequestFailed,
     RetryableNodeError,
@@ -32,45 +42,8 @@ from backends.errors import (
 )
 from backends.fit import ESTIMATE, Counter, Fitted, Fitter, NativeCount
 from backends.node import ManagedNode
+from backends.relay import Leg, relay, until_commit
 from backends.selection import choose
-
-
-@dataclass(slots=True)
-class Attempts:
-    """What one request has tried so far; decides where the next attempt may go. Private to
-    one call of :meth:`Pool.stream`, which returns what it holds in the :class:`Reply`."""
-
-    order: list[str] = field(default_factory=list)
-    tried: set[str] = field(default_factory=set)
-    excluded: set[str] = field(default_factory=set)
-    failures: list[NodeError] = field(default_factory=list)
-    min_ctx: int = 0
-    retry_after: float = 0.0
-    queue_wait: float = 0.0
-    started: float = field(default_factory=lambda: asyncio.get_running_loop().time())
-    refusals: list[NodeError] = field(default_factory=list)
-    """Failures that were the request's own (the node stayed healthy): after one, only other
-    nodes of the same member are tried."""
-    member: str | None = None
-
-    def start(self, node: ManagedNode) -> None:
-        self.order.append(node.name)
-        self.tried.add(node.name)
-
-    def refused(self, node: ManagedNode, error: NodeError) -> None:
-        """``node`` failed the request inside its answer but is healthy: the request's fault."""
-        self.failures.append(error)
-        self.refusals.append(error)
-        self.member = node.member.name
-
-    def record(self, node: ManagedNode, error: NodeError) -> None:
-        self.failures.append(error)
-        if isinstance(error, NodeTimeout):
-            self.excluded.add(node.name)
-        if isinstance(error, ContextLengthExceeded):
-            self.min_ctx = node.member.n_ctx + 1
-        if isinstance(error, NodeOverloaded) and error.retry_after:
-            self.retry_after = max(self.retry_after, error.retry_after)
 
 
 class Pool:
@@ -206,33 +179,106 @@ class Pool:
             asked, kept = request.body.get("max_tokens"), body["max_tokens"]
             notes += (f"{member}: max_tokens {asked} clamped to {kept}",)
         request = replace(request, body=body, prompt_tokens=fitted.prompt_tokens(member))
-        node.health.claim()
-        async with AsyncExitStack() as stack:
-            stack.callback(node.health.release)
-            state.queue_wait += await self._admit(node, request, stack)
-            loop = asyncio.get_running_loop()
-            started = loop.time()
-            try:
-                reply = await stack.enter_async_context(node.backend.stream(request))
-                head, first = await _until_commit(reply.chunks, whole=request.buffered)
-            except NodeError as exc:
-                await self._failed(node, exc, state)
-                raise
-            relay = _relay(node, reply.chunks, head, started, first - started)
-            await stack.enter_async_context(aclosing(relay))
+        leg = await self._open(node, request, state)
+        continued: list[Continued] = []
+        resume = partial(self._resume, request, state, continued)
+        async with AsyncExitStack() as held:
+            held.push_async_exit(leg.held)
+            relayed = relay(leg, resume, body.get("max_tokens"))
+            await held.enter_async_context(aclosing(relayed))
             committed = Reply(
-                relay,
+                relayed,
                 node.name,
                 node.member.name,
                 attempts=tuple(state.order),
                 failures=tuple(state.failures),
                 queue_wait=state.queue_wait,
                 started=state.started,
-                first_token=first - started,
+                first_token=leg.ttft,
                 fitted=notes,
                 prompt_tokens=request.prompt_tokens,
+                continued=continued,
             )
-            return committed, stack.pop_all()
+            return committed, held.pop_all()
+
+    async def _open(
+        self,
+        node: ManagedNode,
+        request: ChatRequest,
+        state: Attempts,
+        ask: AbstractAsyncContextManager[Reply] | None = None,
+    ) -> Leg:
+        """``node``'s answer to ``request`` (asked by ``ask``, if given) up to its commit point:
+        its first content, or its end for a buffered request. A failure is recorded, then
+        raised."""
+        node.health.claim()
+        async with AsyncExitStack() as stack:
+            stack.callback(node.health.release)
+            waited = await self._admit(node, request, stack)
+            state.queue_wait += waited
+            started = asyncio.get_running_loop().time()
+            try:
+                reply = await stack.enter_async_context(ask or node.backend.stream(request))
+                head, first = await until_commit(reply.chunks, whole=request.buffered)
+            except NodeError as exc:
+                await self._failed(node, exc, state)
+                raise
+            held = stack.pop_all()
+        return Leg(node, reply.chunks, head, held, started, first - started,
+                   request.prompt_tokens, waited)  # fmt: skip
+
+    async def _resume(
+        self, request: ChatRequest, state: Attempts, continued: list[Continued], failed: Leg,
+        partial: Partial, error: NodeError,
+    ) -> Leg:  # fmt: skip
+        """The rest of a committed answer whose node failed: another node of its member goes
+        on from the answer so far, within the request's attempts. Records what happened in
+        ``continued``; :class:`StreamInterrupted` when the answer may not be continued (not
+        plain text, or handed on too often) or no node can take it."""
+        node = failed.node
+        state.member = node.member.name
+        state.excluded.add(node.name)
+        order, failures, waited = len(state.order), len(state.failures), state.queue_wait
+        leg = None
+        if partial.plain and continuable(request.body) and len(continued) < MAX_CONTINUATIONS:
+            asked = await Continuation.of(request, partial, self._template(request, state))
+            leg = await self._sibling(asked, state)
+        to = None if leg is None else leg.node.name
+        continued.append(Continued(
+            error, len(partial.text), to, tuple(state.order[order:]),
+            tuple(state.failures[failures:]), state.queue_wait - waited,
+        ))  # fmt: skip
+        if leg is None:
+            raise StreamInterrupted(
+                f"node {node.name} failed after the answer began: {error.message}"
+            ) from error
+        return leg
+
+    def _template(self, request: ChatRequest, state: Attempts) -> Template | None:
+        """The member's chat template, when a ``llama_cpp.server`` node may take the answer."""
+        template = self._vocab.get(state.member or "")
+        kinds = {n.kind for n in self.eligible(request, state)}
+        return template if isinstance(template, Template) and "llama_cpp_server" in kinds else None
+
+    async def _sibling(self, asked: Continuation, state: Attempts) -> Leg | None:
+        """The first node that takes up the answer (each try is one of the request's
+        attempts); None when no node is left that can be asked, or the budget is spent."""
+        request = asked.prefilled
+        while len(state.order) < self._policies.retry.attempts:
+            able = [n for n in self.eligible(request, state) if asked.serves(n.kind)]
+            if not able:
+                return None
+            node = choose(able, request, state.tried, self._rng)
+            state.start(node)
+            try:
+                return await self._open(node, request, state, asked.ask(node))
+            except NodeError as exc:
+                state.excluded.add(node.name)
+                if not isinstance(exc, RetryableNodeError):
+                    return None
+            except CapacityError:
+                return None
+        return None
 
     def _select(self, request: ChatRequest, state: Attempts) -> ManagedNode:
         eligible = self.eligible(request, state)
@@ -346,41 +392,3 @@ def _all_failed(state: Attempts) -> AllNodesFailed:
     return AllNodesFailed(
         f"all {len(state.failures)} attempts failed: {reasons}", failures=state.failures
     )
-
-
-async def _until_commit(chunks: AsyncIterator[Chunk], *, whole: bool) -> tuple[list[Chunk], float]:
-    """Read up to and including the first content chunk (or, if ``whole``, to the end).
-    Returns the chunks read and the loop time at which the first content chunk arrived (the
-    time the reading ended, if none did)."""
-    loop = asyncio.get_running_loop()
-    head: list[Chunk] = []
-    first: float | None = None
-    async for chunk in chunks:
-        head.append(chunk)
-        if chunk.is_content and first is None:
-            first = loop.time()
-            if not whole:
-                break
-    return head, loop.time() if first is None else first
-
-
-async def _relay(
-    node: ManagedNode, chunks: AsyncIterator[Chunk], head: list[Chunk], started: float, ttft: float
-) -> AsyncGenerator[Chunk, None]:
-    """The committed stream: replays the head, relays the rest, then scores the node."""
-    tokens = 0
-    try:
-        for chunk in head:
-            tokens += chunk.is_content
-            yield chunk
-        async for chunk in chunks:
-            tokens += chunk.is_content
-            yield chunk
-    except NodeError as exc:
-        node.health.failed(f"{exc.reason}: {exc.message}")
-        node.stats.failed += 1
-        raise StreamInterrupted(
-            f"node {node.name} failed after the answer began: {exc.message}"
-        ) from exc
-    node.health.succeeded()
-    node.stats.record(ttft, tokens, asyncio.get_running_loop().time() - started)

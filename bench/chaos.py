@@ -19,7 +19,11 @@ judged against the timeline of node states:
   the gateway may, by design, take to see a restarted node again. The strict count (grace 0)
   is reported too.
 - an *interrupted* stream is explained when the node that served it (``x-booagent-node``)
-  was killed while the stream ran: the only failure a committed answer may show.
+  was killed while the stream ran. A committed answer whose node dies goes on on another node
+  of its member when one is up, so an interruption while another node of the member had been
+  up ``grace`` seconds before the request and stayed up counts against the target of zero.
+- a *continued* answer (complete, its ``booagent.continued`` naming the hand-overs) is
+  explained when each node it was taken from was killed while the stream ran.
 - a *truncated answer presented as complete* is never explained.
 
 Gateway memory is ``VmRSS`` from ``/proc`` every second; growth compares the mean of the first
@@ -41,7 +45,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.exchange import FAILED, INTERRUPTED, TRUNCATED, Exchange, exchange
+from bench.exchange import COMPLETE, FAILED, INTERRUPTED, TRUNCATED, Exchange, exchange
 from bench.live import LiveCluster, Timeline, leftovers, live_cluster
 from bench.report import Machine, machine
 from bench.sampling import rss_sampler
@@ -103,6 +107,33 @@ class ChaosReport:
 
     def interrupted_explained(self, ex: Exchange) -> bool:
         return bool(ex.node) and self.timeline.kills(ex.node, ex.started, ex.ended) > 0
+
+    def members(self) -> dict[str, str]:
+        return dict(self.nodes)
+
+    def interrupted_while_member_up(self, grace: float) -> list[Exchange]:
+        """Interrupted streams while another node of the serving node's member was up from
+        ``grace`` s before the request until its end (it could have gone on with the answer)."""
+        member = self.members()
+        return [
+            e
+            for e in self.of(INTERRUPTED)
+            if any(
+                self.timeline.up_throughout(n, e.started - grace, e.ended)
+                for n, m in self.nodes
+                if n != e.node and m == member.get(e.node)
+            )
+        ]
+
+    def continued(self) -> list[Exchange]:
+        """Complete answers that went on on another node after theirs failed mid-answer."""
+        return [e for e in self.of(COMPLETE) if e.continued]
+
+    def continued_explained(self, ex: Exchange) -> bool:
+        """Every node the answer was taken from was killed while the stream ran."""
+        return all(
+            self.timeline.kills(str(h.get("from")), ex.started, ex.ended) > 0 for h in ex.continued
+        )
 
     def unexplained(self) -> list[Exchange]:
         """Failed while a node could serve (after grace), interrupted without a kill of the

@@ -29,9 +29,14 @@ def _outcome_rows(report: ChaosReport) -> list[str]:
     interrupted = report.of(INTERRUPTED)
     explained = [e for e in interrupted if report.interrupted_explained(e)]
     silent = [e for e in interrupted if e.silent_cut]
+    continued = report.continued()
     rows = [
         ("requests sent", len(report.exchanges)),
         ("**served complete**", len(report.of(COMPLETE))),
+        ("- of which continued on another node of the member after their node failed "
+         "mid-answer", len(continued)),
+        ("  - of which every node they were taken from was killed during the stream "
+         "(explained)", len([e for e in continued if report.continued_explained(e)])),
         ("failed (non-200 status, or no response)", len(failed)),
         ("- of which an allowed node was up for the whole request (strict)",
          len(report.failed_while_serving(0.0))),
@@ -40,6 +45,8 @@ def _outcome_rows(report: ChaosReport) -> list[str]:
         ("interrupted streams (error frame, or no `[DONE]`): shown to the client as errors",
          len(interrupted)),
         ("- of which the serving node was killed during the stream (explained)", len(explained)),
+        (f"- **of which another node of the member had been up {report.grace:g} s before it "
+         "and stayed up (target 0)**", len(report.interrupted_while_member_up(report.grace))),
         ("- of which ended without an error frame (a silent cut)", len(silent)),
         ("**truncated answers presented as complete (target 0)**", len(report.of(TRUNCATED))),
         ("**unexplained (the three targets above, plus unexplained interruptions)**",
@@ -53,7 +60,9 @@ def _kind_rows(report: ChaosReport) -> list[str]:
     rows = []
     for kind in kinds:
         counts = Counter(e.outcome for e in report.exchanges if e.kind == kind)
+        handed = sum(1 for e in report.continued() if e.kind == kind)
         cells = [kind, *(str(counts.get(o, 0)) for o in (COMPLETE, FAILED, INTERRUPTED, TRUNCATED))]
+        cells.insert(2, str(handed))
         rows.append("| " + " | ".join(cells) + " |")
     return rows
 
@@ -125,8 +134,9 @@ def chaos_markdown(report: ChaosReport) -> str:
             "|---|---|",
             *_outcome_rows(report),
             "",
-            "| kind | complete | failed | interrupted | truncated as complete |",
-            "|---|---|---|---|---|",
+            "| kind | complete | of which continued | failed | interrupted | truncated as "
+            "complete |",
+            "|---|---|---|---|---|---|",
             *_kind_rows(report),
             "",
             *_details(report),
@@ -137,14 +147,17 @@ def chaos_markdown(report: ChaosReport) -> str:
             "frame and a `finish_reason`; for a whole answer, a `finish_reason`. *Failed*: "
             "another status, or no response. *Interrupted*: a 200 stream that ended with an "
             "error frame or without `[DONE]`; never counted as complete. *Truncated presented "
-            "as complete*: `[DONE]` (or a whole 200 answer) without any `finish_reason`. A node "
+            "as complete*: `[DONE]` (or a whole 200 answer) without any `finish_reason`. "
+            "*Continued*: a complete answer whose node failed mid-answer and which another node "
+            "of the same member went on with (its `booagent.continued` says from and to which "
+            "node); an interruption while such a node was up is a miss (target 0). A node "
             "is *up* from the moment the supervisor saw it answer HTTP until it was killed; "
             "the grace period is the gateway's health interval + probe timeout + breaker open "
             "time, the longest it may by design take to use a restarted node again. An "
             "interruption is *explained* when the node named in `x-booagent-node` was killed "
-            "while the stream ran (the gateway commits a stream at its first token, so after "
-            "that a node's death can only be reported, not hidden). A failed client pauses "
-            "1 s before its next request.",
+            "while the stream ran (the gateway commits a stream at its first token; after that "
+            "a node's death is hidden only when another node of the member can go on with the "
+            "answer, else reported). A failed client pauses 1 s before its next request.",
             "",
         ]
     )

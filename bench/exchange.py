@@ -15,13 +15,17 @@ Outcomes (:attr:`Exchange.outcome`):
 - ``truncated_as_complete``: a 200 stream that ended with ``[DONE]`` and no error frame but
   had no ``finish_reason``, or a 200 whole answer without one: a cut answer presented as
   complete. The target is zero.
+
+A complete answer whose node failed mid-answer and which another node of the member went on
+with says so in its ``booagent`` object (``continued``: from which node to which, after how
+many characters, why); :attr:`Exchange.continued` keeps those hand-overs.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -49,6 +53,7 @@ class Exchange:
     content_chars: int = 0
     transport_error: str = ""
     body_error: str = ""
+    continued: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def outcome(self) -> str:
@@ -82,11 +87,20 @@ class Exchange:
             error = data["error"]
             self.error_frame = str(error.get("code") if isinstance(error, dict) else error)
             return
+        self._record(data)
         self._choice(((data or {}).get("choices") or [{}])[0], "delta")
 
     def take_whole(self, body: bytes) -> None:
         data = json.loads(body)
+        self._record(data)
         self._choice((data.get("choices") or [{}])[0], "message")
+
+    def _record(self, data: Any) -> None:
+        """The hand-overs the answer's ``booagent`` object names (in its last chunks)."""
+        record = data.get("booagent") if isinstance(data, dict) else None
+        handed = record.get("continued") if isinstance(record, dict) else None
+        if isinstance(handed, list) and handed:
+            self.continued = [h for h in handed if isinstance(h, dict)]
 
     def _choice(self, choice: dict[str, Any], key: str) -> None:
         content = (choice.get(key) or {}).get("content") or ""

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal, Protocol
 
 import msgspec
 
-from backends.base import Backend, ChatRequest, Chunk, Reply
+from backends.base import Backend, ChatRequest, Chunk, Continued, Reply
 from backends.errors import AllNodesFailed, BooagentError, NodeError
 from backends.tooling import involves_tools
 from ensemble.classify import Kind, classify, last_user_text
@@ -120,6 +120,8 @@ class Call:
     text: str | None = None
     tidied: bool = False
     fitted: tuple[str, ...] = ()
+    continued: tuple[Continued, ...] = ()
+    """Where the streamed answer was handed on mid-answer (the hand-overs that found a node)."""
 
     def as_dict(self) -> dict[str, Any]:
         shown: dict[str, Any] = {} if self.text is None else {"text": self.text}
@@ -139,6 +141,8 @@ class Call:
             shown["tidied"] = True
         if self.fitted:
             shown["context"] = list(self.fitted)
+        if self.continued:
+            shown["continued"] = [c.as_dict() for c in self.continued]
         return shown
 
 
@@ -178,7 +182,9 @@ class Answer:
 
     def every_call(self, *, latency: float = 0.0, tokens: int = 0) -> tuple[Call, ...]:
         """Every call of the answer: those that finished before it, then the streamed node
-        reply (if there is one) with the ``latency`` and ``tokens`` measured relaying it."""
+        reply (if there is one) with the ``latency`` and ``tokens`` measured relaying it, its
+        attempts and failures counting those after the commit (a node that failed mid-answer,
+        the nodes asked to go on with it)."""
         live = self.live
         if live is None:
             return self.calls
@@ -186,12 +192,13 @@ class Answer:
             member=live.member,
             node=live.node,
             outcome=self.live_outcome,
-            attempts=live.attempts,
-            failures=failure_names(live.failures),
-            queue_wait=live.queue_wait,
+            attempts=live.every_attempt,
+            failures=failure_names(live.every_failure),
+            queue_wait=live.every_queue_wait,
             latency=latency,
             tokens=tokens,
             fitted=live.fitted,
+            continued=tuple(c for c in live.continued if c.to is not None),
         )
         return (*self.calls, streamed)
 

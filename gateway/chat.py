@@ -14,9 +14,11 @@ program): nothing is sent until the answer is *committed*.
   before they answer commit earlier if that takes longer than ``strategies.keepalive_seconds``:
   with an SSE keep-alive comment, then one every ``keepalive_seconds``, so that clients never
   time out while members work (the answer's node is then named only in its last chunk). A
-  failure before the commit is the same HTTP error status as a whole answer's; after it, the
-  stream ends with a ``data: {"error": ...}`` frame and no ``[DONE]``, so a cut answer never
-  looks complete.
+  failure before the commit is the same HTTP error status as a whole answer's. After it, a
+  node that fails mid-answer is replaced by another node of its member that goes on with the
+  answer, when it is plain text (:mod:`backends.continuation`: the chunks keep coming);
+  otherwise the stream ends with a ``data: {"error": ...}`` frame and no ``[DONE]``, so a cut
+  answer never looks complete.
 - When the client goes away, the work is cancelled at once, which closes every node request.
 """
 

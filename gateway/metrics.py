@@ -75,6 +75,10 @@ class Metrics:
             "booagent_streams_interrupted", "Streams that ended with an error after the answer "
             "began.", registry=r,
         )  # fmt: skip
+        self.continued = Counter(
+            "booagent_streams_continued", "Answers handed on to another node of their member "
+            "after their node failed mid-answer.", registry=r,
+        )  # fmt: skip
         r.register(_NodeCollector(nodes))
         ProcessCollector(registry=r)  # process_resident_memory_bytes, process_open_fds, ...
         r.register(_LoopCollector())
@@ -106,6 +110,8 @@ class Metrics:
             return
         if ended.outcome.error is not None:
             self.interrupted.inc()
+        if ended.continued:
+            self.continued.inc()
         why = answer.why
         if isinstance(why.get("escalations"), int):
             self.escalations.inc(why["escalations"])

@@ -64,9 +64,15 @@ def booagent(
         "attempts": sum(len(c.attempts) for c in calls),
         "failures": [f for c in calls for f in c.failures],
         **({"context": context} if (context := fitted(calls)) else {}),
+        **({"continued": handed} if (handed := continued(calls)) else {}),
         **answer.why,
         "calls": [c.as_dict() for c in calls],
     }
+
+
+def continued(calls: tuple[Call, ...]) -> list[dict[str, Any]]:
+    """Every hand-over of a streamed answer to another node of its member, in order."""
+    return [c.as_dict() for call in calls for c in call.continued]
 
 
 def fitted(calls: tuple[Call, ...]) -> list[str]:
@@ -111,6 +117,10 @@ class Ended:
         return [f for c in outcome.calls for f in c.failures] or list(outcome.failures)
 
     @property
+    def continued(self) -> list[dict[str, Any]]:
+        return continued(self.outcome.calls)
+
+    @property
     def queue_wait(self) -> float:
         return sum(c.queue_wait for c in self.outcome.calls)
 
@@ -140,4 +150,5 @@ def log_request(ended: Ended) -> None:
         tokens_in=usage["prompt_tokens"] if usage else None,
         tokens_out=usage["completion_tokens"] if usage else None,
         error=outcome.error,
+        **({"continued": handed} if (handed := ended.continued) else {}),
     )

@@ -42,8 +42,8 @@ def test_short_chaos_run_loses_nothing_silently(tmp_path: Path) -> None:
     """30 s of mixed load while one of two nodes is SIGKILLed every 4-5 s when the other is up
     (a killed node that is still restarting is skipped, so a slow restart does not leave the
     run with a single kill): no cut answer is presented as complete, the only failures are
-    streams whose node died after they began, shown with an error frame, and no process is
-    left behind."""
+    streams whose node died after they began, shown with an error frame, none while the other
+    node was up (it goes on with the answer instead), and no process is left behind."""
     settings = ChaosSettings(
         config=_two_smol_nodes(tmp_path / "chaos.yaml"),
         duration=30,
@@ -60,5 +60,7 @@ def test_short_chaos_run_loses_nothing_silently(tmp_path: Path) -> None:
     assert report.of(TRUNCATED) == []
     assert report.unexplained() == []
     assert all(e.error_frame for e in report.of(INTERRUPTED))
+    assert report.interrupted_while_member_up(report.grace) == []
+    assert all(report.continued_explained(e) for e in report.continued())
     assert report.leftovers == []
     assert not [pid for pid in {*report.timeline.pids, report.gateway_pid} if alive(pid)]

@@ -9,6 +9,7 @@ import json
 import pytest
 
 from bench.chaos import ChaosReport, ChaosSettings, Kill, kill_range
+from bench.chaos_report import chaos_markdown
 from bench.exchange import COMPLETE, FAILED, INTERRUPTED, TRUNCATED, Exchange
 from bench.live import Timeline, bench_config
 from bench.report import machine
@@ -98,6 +99,7 @@ class TestTimeline:
 def _report(*exchanges: Exchange, grace: float = 3.0) -> ChaosReport:
     report = ChaosReport(ChaosSettings(), machine(), datetime.datetime.now())
     report.timeline, report.allowed, report.grace = _timeline(), ("a", "b"), grace
+    report.nodes = [("a", "m"), ("b", "m")]
     report.exchanges = list(exchanges)
     report.kills = [Kill(10.0, "a", 1), Kill(20.0, "b", 2)]
     return report
@@ -130,6 +132,48 @@ class TestJudgement:
         report = _report(cut, other)
         assert report.interrupted_explained(cut)
         assert report.unexplained() == [other]
+
+
+HANDED = {"from": "a", "to": "b", "after_chars": 2, "reason": "unreachable"}
+
+
+def _continued(started: float, ended: float) -> Exchange:
+    """A stream of node a, handed on to b after its first word."""
+    ex = _stream(_delta("hi"), {**_delta(" there", "stop"), "booagent": {"continued": [HANDED]}})
+    ex.started, ex.ended = started, ended
+    return ex
+
+
+class TestContinued:
+    def test_a_continued_answer_is_complete_and_names_its_hand_over(self) -> None:
+        ex = _continued(9.0, 10.5)
+        assert (ex.outcome, ex.continued) == (COMPLETE, [HANDED])
+
+    def test_a_hand_over_is_explained_by_a_kill_of_the_node_it_left(self) -> None:
+        """a was killed at 10.0: a hand-over during 9.0-10.5 is explained, at 11-12 not."""
+        during, after = _continued(9.0, 10.5), _continued(11.0, 12.0)
+        report = _report(during, after)
+        assert report.continued() == [during, after]
+        assert report.continued_explained(during) and not report.continued_explained(after)
+
+    def test_an_interruption_while_another_node_of_the_member_was_up_misses_the_target(
+        self,
+    ) -> None:
+        """b was up all through a's stream (cut when a was killed): it could have gone on.
+        After b's death at 20, a stream of b with a back up only since 13 is within grace."""
+        cut = _stream(_delta("hi"), {"error": {"code": "stream_interrupted"}})
+        cut.started, cut.ended = 9.0, 10.5
+        late = _stream(_delta("hi"), {"error": {"code": "stream_interrupted"}})
+        late.started, late.ended, late.node = 19.0, 20.5, "b"
+        report = _report(cut, late)
+        assert report.interrupted_while_member_up(report.grace) == [cut, late]
+        assert report.interrupted_while_member_up(9.0) == [cut]
+
+    def test_the_report_counts_continued_streams_apart(self) -> None:
+        text = chaos_markdown(_report(_continued(9.0, 10.5)))
+        assert "| - of which continued on another node of the member" in text
+        assert "failed mid-answer | 1 |" in text and "(explained) | 1 |" in text
+        assert "| chat | 1 | 1 | 0 | 0 | 0 |" in text
 
 
 class TestSettings:

@@ -93,15 +93,16 @@ def start_cluster(
     *,
     native: frozenset[str] = frozenset(),
     n_ctx: dict[str, int] | None = None,
+    threads: int = 2,
 ) -> Cluster:
     """Start one real node per (node name, member) pair and wait until all answer; the nodes
     named in ``native`` run llama-server, the others ``llama_cpp.server``; ``n_ctx`` replaces
-    members' context sizes."""
+    members' context sizes; each node runs ``threads`` threads."""
     nodes = []
     for name, member in layout:
         port = free_port()
         nodes.append({"name": name, "member": member, "url": f"http://127.0.0.1:{port}",
-                      "local": {"port": port, "threads": 2}})  # fmt: skip
+                      "local": {"port": port, "threads": threads}})  # fmt: skip
     specs = {m: {**MEMBERS[m], **({"n_ctx": n_ctx[m]} if n_ctx and m in n_ctx else {})}
              for m in {member for _, member in layout}}  # fmt: skip
     members = {m: Member(**spec) for m, spec in specs.items()}

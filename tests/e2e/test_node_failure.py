@@ -32,14 +32,15 @@ def _states(base: str) -> dict[str, tuple[str, str]]:
 
 
 def test_killed_node_is_routed_around_and_comes_back(twin_cluster: Cluster) -> None:
-    """A stream on the killed node ends in an error (never a clean end); every request
-    not yet committed is served by the other node; the dead node is reported, then recovers."""
+    """A stream on the killed node goes on on the other node (never a silent cut: its last
+    chunk says so); every request not yet committed is served by the other node; the dead
+    node is reported, then recovers."""
     with (
         running_gateway(twin_cluster.settings()) as base,
         openai.OpenAI(base_url=f"{base}/v1", api_key="x", max_retries=0, timeout=120) as sdk,
     ):
         victim_stream = sdk.chat.completions.with_raw_response.create(
-            model=SMOL, messages=STORY, max_tokens=1500, stream=True, temperature=0.8
+            model=SMOL, messages=STORY, max_tokens=200, stream=True, temperature=0.8
         )
         victim = victim_stream.headers["x-booagent-node"]
         survivor = "smol-b" if victim == "smol-a" else "smol-a"
@@ -47,9 +48,8 @@ def test_killed_node_is_routed_around_and_comes_back(twin_cluster: Cluster) -> N
         assert next(iter(stream)).choices[0].delta.role == "assistant"
 
         twin_cluster.supervisor.kill(victim)
-        with pytest.raises(openai.APIError):
-            for _ in stream:
-                pass
+        *_, last = stream
+        assert last.model_extra["booagent"]["continued"][0]["to"] == survivor
         assert eventually(lambda: _states(base)[victim] != ("ready", "closed"), 10)
 
         def ask(_: int) -> str:
@@ -61,6 +61,9 @@ def test_killed_node_is_routed_around_and_comes_back(twin_cluster: Cluster) -> N
 
         with ThreadPoolExecutor(4) as pool:
             served_by = list(pool.map(ask, range(6)))
-        assert served_by.count(survivor) >= 1
-        assert eventually(lambda: _states(base)[victim][0] == "ready", 30)
-        assert eventually(lambda: victim in {ask(i) for i in range(4)}, 40)
+            assert served_by.count(survivor) >= 1
+            assert eventually(lambda: _states(base)[victim][0] == "ready", 30)
+            # two at once: one of them finds the survivor busy and goes to the restarted node
+            # (a node's first answers after a restart are slow, and speed weighs in only
+            # between equally loaded nodes)
+            assert eventually(lambda: victim in set(pool.map(ask, range(2))), 40)

@@ -139,11 +139,15 @@ class Connection:
 
 
 class SseWriter:
-    """Writes one ``chat.completion.chunk`` stream as SSE over chunked transfer encoding."""
+    """Writes one ``chat.completion.chunk`` stream as SSE over chunked transfer encoding (with
+    ``text``, a ``text_completion`` stream, as ``/v1/completions`` answers)."""
 
-    def __init__(self, conn: Connection, model: str, include_usage: bool) -> None:
+    def __init__(
+        self, conn: Connection, model: str, include_usage: bool, *, text: bool = False
+    ) -> None:
         self.conn, self.model, self.include_usage = conn, model, include_usage
-        self.id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        self.text = text
+        self.id = f"{'cmpl' if text else 'chatcmpl'}-{uuid.uuid4().hex[:24]}"
         self.created = int(time.time())
 
     async def start(self, keep_alive: bool) -> None:
@@ -161,9 +165,12 @@ class SseWriter:
         self, delta: dict[str, Any], finish: str | None = None, usage: dict[str, int] | None = None
     ) -> None:
         choices = [] if usage else [{"index": 0, "delta": delta, "finish_reason": finish}]
+        if self.text:
+            text = delta.get("content") or ""
+            choices = [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}]
         body: dict[str, Any] = {
             "id": self.id,
-            "object": "chat.completion.chunk",
+            "object": "text_completion" if self.text else "chat.completion.chunk",
             "created": self.created,
             "model": self.model,
             "choices": choices,

@@ -3,8 +3,13 @@
 It speaks just enough HTTP/1.1 (request line, headers, ``Content-Length`` bodies, keep-alive of
 sequential requests) on raw ``asyncio`` streams, so it can do what a framework cannot: reset the
 TCP connection, accept and never answer, stall after the headers, cut a chunked stream, send
-malformed SSE. Routes: ``POST /v1/chat/completions`` (streaming or not), ``GET /health``,
-``GET /v1/models``. Faults apply to chat requests only; ``health_status`` drives ``/health``.
+malformed SSE. Routes: ``POST /v1/chat/completions`` (streaming or not), ``POST
+/v1/completions`` (streamed, as ``llama_cpp.server`` answers a raw prompt), ``GET /health``,
+``GET /v1/models``. Faults apply to chat and completion requests only; ``health_status`` drives
+``/health``. A request that continues an answer (a final ``assistant`` message, or a prompt
+that ends with ``ANSWER_MARK`` and the answer so far) gets the rest of ``text`` after that
+answer; a prefilled answer is sent back first, merged with the first new word, as the native
+``llama-server`` tested here does.
 
 Inside a test's event loop (asyncio only)::
 
@@ -65,6 +70,8 @@ class Scenario(enum.Enum):
     FLAPPING = "flapping"  # cycles: `flap[0]` requests reset, then `flap[1]` healthy
 
 
+ANSWER_MARK = "<|im_start|>assistant\n"
+"""Where a ChatML prompt's answer begins (SmolLM2 and Qwen templates)."""
 _GENERATION_FAILED = error_body("generation failed", "server_error", 500)
 _LOADING = {"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}}
 _ONCE = {Scenario.RATE_LIMITED_ONCE, Scenario.SERVER_ERROR_ONCE}
@@ -83,6 +90,7 @@ class ChatRecord:
     stream: bool
     fault: Scenario
     disconnected: bool = False
+    path: str = "/v1/chat/completions"
 
 
 class FaultServer:
@@ -265,7 +273,7 @@ class FaultServer:
 
     async def _dispatch(self, conn: Connection, req: Request) -> bool:
         route = (req.method, req.path)
-        if route == ("POST", "/v1/chat/completions"):
+        if route in (("POST", "/v1/chat/completions"), ("POST", "/v1/completions")):
             return await self._chat(conn, req)
         if route == ("GET", "/health"):
             return await self._health(conn, req)
@@ -313,7 +321,7 @@ class FaultServer:
             self.records.append(ChatRecord(None, False, Scenario.HEALTHY))
             error = error_body("invalid JSON body", "invalid_request_error", None)
             return await conn.respond(400, error, req.keep_alive)
-        record = ChatRecord(body, bool(body.get("stream")), self._next_fault())
+        record = ChatRecord(body, bool(body.get("stream")), self._next_fault(), path=req.path)
         self.records.append(record)
         self.active += 1
         self.max_active = max(self.max_active, self.active)
@@ -347,16 +355,23 @@ class FaultServer:
             return await self._stream(conn, req, record)
         return await self._complete(conn, req, record)
 
-    def _words(self) -> list[str]:
+    def _words(self, record: ChatRecord | None = None) -> list[str]:
+        """The answer's words, or, for a request that continues it, those after the answer so
+        far (the first merged with the prefill, which llama-server sends back)."""
         words = self.text.split(" ")
-        return [words[0], *(f" {word}" for word in words[1:])]
+        pieces = [words[0], *(f" {word}" for word in words[1:])]
+        done, prefilled = _continued(record.body if record else None)
+        if done is None:
+            return pieces
+        rest = pieces[len(done.split(" ")) :]
+        return [done + rest[0], *rest[1:]] if prefilled and rest else rest
 
     def _prompt_tokens(self, record: ChatRecord) -> int:
         messages = (record.body or {}).get("messages") or []
         return sum(len(str(m.get("content", "")).split()) for m in messages if isinstance(m, dict))
 
     def _usage(self, record: ChatRecord) -> dict[str, int]:
-        prompt, completion = self._prompt_tokens(record), len(self._words())
+        prompt, completion = self._prompt_tokens(record), len(self._words(record))
         total = prompt + completion
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}
 
@@ -366,10 +381,12 @@ class FaultServer:
     async def _stream(self, conn: Connection, req: Request, record: ChatRecord) -> bool:
         body, fault = record.body or {}, record.fault
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        sse = SseWriter(conn, self._model(record), include_usage)
+        text = record.path == "/v1/completions"
+        sse = SseWriter(conn, self._model(record), include_usage and not text, text=text)
         await sse.start(req.keep_alive)
-        await sse.chunk({"role": "assistant", "content": ""})
-        words = self._words()
+        if not text:
+            await sse.chunk({"role": "assistant", "content": ""})
+        words = self._words(record)
         fault_at = min(self.fault_after, len(words))
         for i in range(len(words) + 1):
             if fault is Scenario.SLOW_FIRST_TOKEN and i == 0:
@@ -422,3 +439,13 @@ class FaultServer:
             await conn.pause(math.inf)
         conn.writer.close()
         return False
+
+
+def _continued(body: dict[str, Any] | None) -> tuple[str | None, bool]:
+    """The answer a request asks to continue (None: a new one) and whether it was prefilled."""
+    prompt = (body or {}).get("prompt")
+    if isinstance(prompt, str):
+        return (prompt.rpartition(ANSWER_MARK)[2] if ANSWER_MARK in prompt else None), False
+    messages = (body or {}).get("messages") or []
+    last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
+    return (str(last.get("content")), True) if last.get("role") == "assistant" else (None, False)
