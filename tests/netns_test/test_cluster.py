@@ -111,7 +111,7 @@ def _config(world_tmp: Path, gateway: Machine, certs: Path) -> Path:
             "key": str(certs / "gateway.key"), "discover": True, "forget_after": 8,
             "interfaces": [gateway.address],
         },
-        "members": [{"name": MEMBER, "n_ctx": 2048}],
+        "members": [{"name": MEMBER, "n_ctx": 2048, "model": MEMBER}],
         "nodes": [],
         "routes": {"general": [MEMBER], "code": [MEMBER], "chore": [MEMBER]},
         "policies": {
@@ -154,10 +154,11 @@ def _client(world: World) -> OpenAI:
 
 def _ask(world: World, words: str = "Say hello.") -> tuple[str, str]:
     """The answer's text and the node that gave it."""
-    raw = _client(world).chat.completions.with_raw_response.create(
-        model="booagent-cluster", messages=[{"role": "user", "content": words}], max_tokens=12
-    )
-    answer = raw.parse()
+    with _client(world) as client:
+        raw = client.chat.completions.with_raw_response.create(
+            model="booagent-cluster", messages=[{"role": "user", "content": words}], max_tokens=12
+        )
+        answer = raw.parse()
     return answer.choices[0].message.content or "", raw.headers["x-booagent-node"]
 
 
@@ -204,6 +205,30 @@ def test_a_machine_of_another_cluster_is_refused(world: World) -> None:
         assert "rogue" not in world.listed()
     finally:
         world.stop_node("rogue")
+
+
+def test_a_machine_cut_mid_answer_hands_the_answer_to_another(world: World) -> None:
+    """alpha's cable is pulled while it streams an answer: the gateway sees the stream stall,
+    and beta continues the answer; the client reads one answer to its end."""
+    until(lambda: world.ready() == {"alpha", "beta"}, 60, "alpha and beta ready")
+    with _client(world) as client:
+        stream = client.chat.completions.create(
+            model="booagent-cluster", stream=True, max_tokens=200, temperature=0,
+            messages=[{"role": "user", "content": "Tell a long story about a lighthouse keeper."}],
+        )  # fmt: skip
+        chunks = iter(stream)
+        text = [next(chunks).choices[0].delta.content or "" for _ in range(4)]
+        world.nodes["alpha"].cut()
+        try:
+            rest = list(chunks)
+        finally:
+            world.nodes["alpha"].restore()
+    text += [c.choices[0].delta.content or "" for c in rest if c.choices]
+    continued = rest[-1].model_extra["booagent"]["continued"]
+    assert [(c["from"], c["to"]) for c in continued] == [(f"alpha/{MEMBER}", f"beta/{MEMBER}")]
+    assert rest[-1].choices[0].finish_reason in ("stop", "length")
+    assert len("".join(text)) > 40
+    until(lambda: "alpha" in world.ready(), 30, "alpha ready again")
 
 
 def test_a_cut_machine_falls_back_to_the_next_tier_and_serves_again_when_back(
