@@ -33,7 +33,7 @@ from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZerocon
 from backends.announce import SERVICE, Announced
 from backends.config import Cluster, Node
 from backends.errors import NodeError
-from backends.http import map_errors
+from backends.http_errors import map_errors
 from backends.mtls import TlsFiles, der_fingerprint
 from backends.node import ManagedNode
 from backends.pool import Pool

@@ -30,7 +30,7 @@ body too large).
     │   └── ChecksumMismatch            the assembled file's sha256 differs from the catalog's
     └── NodeProcessError                a local node process did not start (``booagent up``)
 
-Only ``backends.http`` translates foreign (aiohttp, httpx) exceptions into this tree.
+Only ``backends.http_errors`` translates foreign (aiohttp, httpx) exceptions into this tree.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""One llama.cpp node over HTTP, with aiohttp: the only module that handles HTTP client errors.
+"""One llama.cpp node over HTTP, with aiohttp (its errors are translated by
+:mod:`backends.http_errors`, the one module that handles HTTP client errors).
 
 The node is always asked for a stream, even when the client wants a single JSON answer: a
 stream can be cut off the moment the client goes away (freeing the node's slot), and the
@@ -7,8 +8,7 @@ first-token and stall limits apply to every request alike. Every limit is an
 
 aiohttp rather than httpx because httpcore's pool is the bottleneck under concurrency (it
 walks every idle connection on each request and release; encode/httpx#3215): see
-docs/performance.md. :func:`map_errors` also translates httpx's exceptions, for the
-supervisor's readiness checks.
+docs/performance.md.
 """
 
 from __future__ import annotations
@@ -17,37 +17,30 @@ import asyncio
 import contextlib
 import json
 import math
-import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
-import httpx
 import msgspec
 
 from backends.base import ChatRequest, Chunk, Reply
 from backends.config import Node, Timeouts
 from backends.continuation import chat_chunk
 from backends.errors import (
-    ContextLengthExceeded,
     NodeError,
-    NodeOverloaded,
     NodeProtocolError,
-    NodeRejected,
-    NodeServerError,
     NodeTimeout,
-    NodeUnreachable,
 )
+from backends.http_errors import event_error, map_errors, retry_after_of, status_error
 from backends.mtls import TlsFiles
 from backends.sse import DONE, ByteDecoder, Event
 from backends.toolcalls_plan import NodeKind as DialectKind
 from backends.toolcalls_plan import TemplateStyle, template_style
 from backends.tooling import Dialect, involves_tools, relay
 
-_CONTEXT_CODES = {"context_length_exceeded", "exceed_context_size_error"}
 _READ_TO_END = 0.5
 
 
@@ -59,50 +52,6 @@ class Probe:
     kind: str = "unknown"
     slots: int | None = None
     error: str = ""
-
-
-@contextmanager
-def map_errors(node: str) -> Iterator[None]:
-    """Translate aiohttp and httpx exceptions into the booagent tree; the one place that does."""
-    try:
-        yield
-    except (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout) as exc:
-        raise NodeTimeout(node, "connect timed out") from exc
-    except (aiohttp.ServerTimeoutError, httpx.TimeoutException) as exc:
-        raise NodeTimeout(node, f"timed out ({type(exc).__name__})") from exc
-    except aiohttp.ClientConnectorCertificateError as exc:
-        raise NodeUnreachable(
-            node, f"refused the node's TLS certificate: {exc.certificate_error}"
-        ) from exc
-    except aiohttp.ClientSSLError as exc:
-        raise NodeUnreachable(node, f"TLS handshake failed: {_tls_reason(exc)}") from exc
-    except aiohttp.ClientConnectorError as exc:
-        if isinstance(exc.ssl, ssl.SSLContext) and isinstance(exc.os_error, ConnectionResetError):
-            raise NodeUnreachable(
-                node, "the node ended the TLS handshake: it does not accept this gateway's "
-                "certificate (signed by another CA, or expired)",
-            ) from exc  # fmt: skip
-        raise NodeUnreachable(node, f"cannot connect: {exc}") from exc
-    except httpx.ConnectError as exc:
-        raise NodeUnreachable(node, f"cannot connect: {exc}") from exc
-    except (
-        aiohttp.ClientConnectionError,
-        aiohttp.ClientPayloadError,
-        httpx.RemoteProtocolError,
-        httpx.ReadError,
-        httpx.WriteError,
-    ) as exc:
-        raise NodeUnreachable(node, f"connection lost: {exc or type(exc).__name__}") from exc
-    except (aiohttp.ClientError, httpx.HTTPError) as exc:
-        raise NodeUnreachable(node, f"{type(exc).__name__}: {exc}") from exc
-
-
-def _tls_reason(exc: aiohttp.ClientSSLError) -> str:
-    """The handshake's failure in words: a node that refused the gateway's certificate says
-    so with an alert (``certificate required``, ``unknown ca``, ``certificate expired``)."""
-    cause = exc.os_error
-    reason = getattr(cause, "reason", None) or str(cause)
-    return f"{reason} (does the node trust this gateway's certificate and CA?)"
 
 
 class _Events:
@@ -153,52 +102,6 @@ class _Events:
             self._ready.extend(self._decoder.close())
 
 
-def _retry_after(response: aiohttp.ClientResponse) -> float | None:
-    value = response.headers.get("retry-after-ms")
-    if value is not None:
-        try:
-            return float(value) / 1000
-        except ValueError:
-            return None
-    try:
-        return float(response.headers.get("retry-after", ""))
-    except ValueError:
-        return None
-
-
-def _error_fields(body: bytes) -> tuple[str, str | None]:
-    """The message and code of an OpenAI or llama-server error body (or the raw text)."""
-    try:
-        error = json.loads(body).get("error")
-    except (ValueError, AttributeError):
-        return body.decode(errors="replace")[:500] or "no body", None
-    if not isinstance(error, Mapping):
-        return str(error)[:500], None
-    code = error.get("code")
-    if code is None or isinstance(code, int):
-        code = error.get("type") if isinstance(error.get("type"), str) else None
-    return str(error.get("message", "")), code
-
-
-def status_error(node: str, status: int, body: bytes, retry_after: float | None) -> NodeError:
-    """The error for a non-200 node answer, chosen by status and error code."""
-    message, code = _error_fields(body)
-    if status in (408, 409, 429, 503):
-        return NodeOverloaded(node, f"{status}: {message}", retry_after=retry_after)
-    if status >= 500:
-        return NodeServerError(node, f"{status}: {message}")
-    if code in _CONTEXT_CODES or ("context" in message.lower() and status == 400):
-        return ContextLengthExceeded(node, message, status_code=400)
-    return NodeRejected(node, message, status_code=status, code=code)
-
-
-def _event_error(node: str, event: Event, *, first: bool = False) -> NodeError:
-    message, _ = _error_fields(event.data.encode())
-    if event.kind == "data":
-        message = message or event.data[:200]
-    return NodeServerError(node, f"error in stream: {message}", inside_answer=first)
-
-
 def _decode(text: str) -> Any:
     """JSON by msgspec (several times quicker); what it refuses but Python's ``json`` reads
     (NaN, a lone surrogate escape) goes to ``json``, which raises ``ValueError`` if malformed."""
@@ -216,7 +119,7 @@ def _parse_chunk(node: str, event: Event, *, more: bool, first: bool = False) ->
     if not isinstance(data, dict):
         raise NodeProtocolError(node, f"chunk is not an object: {event.data[:80]!r}")
     if "error" in data:
-        raise _event_error(node, event, first=first)
+        raise event_error(node, event, first=first)
     if data.get("object") == "text_completion":
         data = chat_chunk(data)
     return Chunk(data, more=more)
@@ -343,7 +246,7 @@ class HttpNode:
             return
         async with _within(self.name, deadline, "no error body"):
             body = await response.read()
-        raise status_error(self.name, response.status, body, _retry_after(response))
+        raise status_error(self.name, response.status, body, retry_after_of(response))
 
     async def _chunks(
         self, response: aiohttp.ClientResponse, first: float, deadline: float
@@ -364,7 +267,7 @@ class HttpNode:
                 what = "stream ended without [DONE]" if output else "stream ended empty"
                 raise NodeProtocolError(self.name, what, inside_answer=not output)
             if event.kind == "error":
-                raise _event_error(self.name, event, first=not output)
+                raise event_error(self.name, event, first=not output)
             if event.data.strip() == DONE:
                 await self._read_to_end(events)
                 return

@@ -38,7 +38,7 @@ import structlog
 
 from backends.config import LocalProcess, Member, Node
 from backends.errors import NodeError, NodeProcessError
-from backends.http import map_errors
+from backends.http_errors import map_errors
 
 NodeState = Literal["starting", "running", "restarting", "stopped"]
 CommandBuilder = Callable[[Node], Sequence[str]]

@@ -30,7 +30,8 @@ from backends.errors import (
     NodeUnreachable,
     RetryableNodeError,
 )
-from backends.http import HttpNode, Probe, map_errors, status_error
+from backends.http import HttpNode, Probe
+from backends.http_errors import map_errors, status_error
 from backends.sse import encode_comment, encode_data
 from tests.faults._wire import Connection, Request
 from tests.faults.scripted import Cut, Script, ScriptedNode, garbage, hang, reset, respond, stream
