@@ -29,7 +29,10 @@ def soak_markdown(report: SoakReport) -> str:
     ]
     lines += [_row(report, *figure) for figure in _FIGURES]
     lines += _latency(report)
-    lines += ["", _timeline(report), "", chaos_markdown(report.chaos)]
+    load = chaos_markdown(report.chaos).replace(
+        "# Chaos benchmark", "### The load and what it got (the chaos benchmark's report)", 1
+    )
+    lines += ["", _timeline(report), "", load]
     return "\n".join(lines) + "\n"
 
 
