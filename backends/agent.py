@@ -23,6 +23,7 @@ only answers requests.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -146,7 +147,7 @@ async def _info(request: web.Request) -> web.Response:
             "members": [
                 {**s.record(), "ready": info.ready(s.member)} for s in info.served.values()
             ],
-            "host": host_facts(),
+            "host": await asyncio.to_thread(host_facts),  # nvidia-smi must not stall relays
         }
     )
 

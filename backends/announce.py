@@ -74,6 +74,12 @@ class Announced:
             return None
 
 
+def zeroconf_on(interfaces: Sequence[str] | None) -> AsyncZeroconf:
+    """mDNS over IPv4 on ``interfaces`` (addresses), or on every interface."""
+    chosen: list[str] | InterfaceChoice = list(interfaces) if interfaces else InterfaceChoice.All
+    return AsyncZeroconf(interfaces=chosen, ip_version=IPVersion.V4Only)
+
+
 def _member(text: str) -> tuple[str, int, int]:
     name, slots, ctx = text.rsplit(":", 2)
     return name, int(slots), int(ctx)
@@ -90,10 +96,7 @@ class Announcer:
         self._announced = announced
         self._every = every
         self._repeat: asyncio.Task[None] | None = None
-        chosen: list[str] | InterfaceChoice = (
-            list(interfaces) if interfaces else InterfaceChoice.All
-        )
-        self._zeroconf = AsyncZeroconf(interfaces=chosen, ip_version=IPVersion.V4Only)
+        self._zeroconf = zeroconf_on(interfaces)
 
     async def __aenter__(self) -> Announcer:
         info = self._announced.info()

@@ -86,12 +86,10 @@ def build_pool(
     spawn = node_factory(members, session, policies, hosts, tls)
     vocab = _vocabularies(members, models_dir) if models_dir is not None else {}
     closing = partial(close_session, session)
-    pool = Pool(
+    return Pool(
         [spawn(node) for node in nodes], policies, rng=random.Random(), on_close=closing,
-        vocab=vocab, members=members,
+        vocab=vocab, members=members, spawn=spawn,
     )  # fmt: skip
-    pool.spawn = spawn
-    return pool
 
 
 def _vocabularies(members: Sequence[Member], models_dir: Path) -> dict[str, Counter]:

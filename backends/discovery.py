@@ -27,10 +27,10 @@ from typing import Any
 
 import aiohttp
 import structlog
-from zeroconf import InterfaceChoice, IPVersion, ServiceStateChange, Zeroconf
+from zeroconf import ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
-from backends.announce import SERVICE, Announced
+from backends.announce import SERVICE, Announced, zeroconf_on
 from backends.config import Cluster, Node
 from backends.errors import NodeError
 from backends.http_errors import map_errors
@@ -75,8 +75,7 @@ class Discovery:
     _refused: dict[str, str] = field(default_factory=dict)
 
     async def __aenter__(self) -> Discovery:
-        chosen: list[str] | InterfaceChoice = self.interfaces or InterfaceChoice.All
-        self._zeroconf = AsyncZeroconf(interfaces=chosen, ip_version=IPVersion.V4Only)
+        self._zeroconf = zeroconf_on(self.interfaces)
         self._browser = AsyncServiceBrowser(
             self._zeroconf.zeroconf, SERVICE, handlers=[self._on_change]
         )

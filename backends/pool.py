@@ -60,6 +60,7 @@ class Pool:
         on_close: Callable[[], Awaitable[None]] | None = None,
         vocab: Mapping[str, Counter] | None = None,
         members: Sequence[Member] = (),
+        spawn: Callable[[Node], ManagedNode] | None = None,
     ) -> None:
         self.nodes = list(nodes)
         self.members: dict[str, Member] = {m.name: m for m in members}
@@ -68,8 +69,8 @@ class Pool:
         self._rng = rng or random.Random()
         self._on_close = on_close
         self._probes: dict[str, asyncio.Task[None]] = {}
-        self.spawn: Callable[[Node], ManagedNode] | None = None
-        """Makes a managed node for a node that joins while serving (set by the builder)."""
+        self.spawn = spawn
+        """Makes a managed node for a node that joins while serving."""
         self._probing = False
         self._vocab = dict(vocab or {})
         contexts = {name: member.n_ctx for name, member in self.members.items()}

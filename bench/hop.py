@@ -32,6 +32,9 @@ from pathlib import Path
 import aiohttp
 
 from backends.mtls import TlsFiles, gateway_context, node_context
+from bench.netns_machine import wait_for_tcp
+from bench.procs import free_port
+from bench.stats import percentile
 
 BODY = b'{"model":"tiny","messages":[{"role":"user","content":"hi"}],"stream":true,"max_tokens":%d}'
 
@@ -53,46 +56,22 @@ class HopReport:
     handshake: list[float] = field(default_factory=list)
 
     def added_ms(self, q: float) -> float:
-        return (_pct(self.hop, q) - _pct(self.direct, q)) * 1000
+        return (percentile(self.hop, q) - percentile(self.direct, q)) * 1000
 
     def per_chunk_us(self) -> float:
         added = statistics.median(self.long_hop) - statistics.median(self.long_direct)
         return added / self.settings.chunks * 1e6
 
 
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def _process(argv: list[str], port: int) -> Iterator[None]:
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_listening(port)
+        wait_for_tcp("127.0.0.1", port, timeout=20)
         yield
     finally:
         proc.terminate()
         proc.wait(10)
-
-
-def _wait_listening(port: int, timeout: float = 20.0) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on {port} after {timeout} s")
 
 
 async def _ask(session: aiohttp.ClientSession, url: str, tokens: int, **tls: object) -> float:
@@ -126,7 +105,7 @@ def run_hop(settings: HopSettings) -> HopReport:
     with tempfile.TemporaryDirectory(prefix="booagent-bench-hop-") as tmp:
         certs = Path(tmp)
         _certificates(certs)
-        upstream, agent = _free_port(), _free_port()
+        upstream, agent = free_port(), free_port()
         python = sys.executable
         with (
             _process([python, "-m", "bench.upstream", "--port", str(upstream)], upstream),
@@ -214,10 +193,10 @@ def hop_markdown(report: HopReport) -> str:
             "",
             "| | direct | through the agent | added |",
             "|---|---|---|---|",
-            f"| 4-token stream, p50 | {_pct(report.direct, 50) * 1000:.2f} ms | "
-            f"{_pct(report.hop, 50) * 1000:.2f} ms | **{report.added_ms(50):+.2f} ms** |",
-            f"| 4-token stream, p99 | {_pct(report.direct, 99) * 1000:.2f} ms | "
-            f"{_pct(report.hop, 99) * 1000:.2f} ms | {report.added_ms(99):+.2f} ms |",
+            f"| 4-token stream, p50 | {percentile(report.direct, 50) * 1000:.2f} ms | "
+            f"{percentile(report.hop, 50) * 1000:.2f} ms | **{report.added_ms(50):+.2f} ms** |",
+            f"| 4-token stream, p99 | {percentile(report.direct, 99) * 1000:.2f} ms | "
+            f"{percentile(report.hop, 99) * 1000:.2f} ms | {report.added_ms(99):+.2f} ms |",
             f"| {s.chunks}-token stream, median | "
             f"{statistics.median(report.long_direct) * 1000:.1f} ms | "
             f"{statistics.median(report.long_hop) * 1000:.1f} ms | "

@@ -51,6 +51,7 @@ from gateway.settings import Settings
 from gateway.wire import Identity
 
 PoolFactory = Callable[[Settings], Pool]
+DASHBOARD = Path(__file__).resolve().parent / "dashboard.html"
 
 
 @dataclass(slots=True)
@@ -60,30 +61,30 @@ class Gateway:
     settings: Settings
     pool: Pool
     keys: KeyStore
+    metrics: Metrics
     strategies: dict[str, Strategy] = field(default_factory=dict)
     members: list[str] = field(default_factory=list)
     models_body: bytes = b""
     openapi_body: bytes = b""
+    dashboard_body: bytes = b""
     limiter: Limiter = field(default_factory=Limiter)
     recent: Recent = field(default_factory=Recent)
-    metrics: Metrics | None = None
 
     @classmethod
     def build(cls, settings: Settings, pool: Pool, keys: KeyStore) -> Gateway:
-        gateway = cls(settings, pool, keys)
+        gateway = cls(settings, pool, keys, Metrics(pool.snapshot))
         gateway.strategies = _strategies(settings, pool)
         gateway.members = [m.name for m in settings.members]
         gateway.models_body = msgspec.json.encode(_models_listing(gateway.strategies))
         auth = keys.keyring.required
         gateway.openapi_body = openapi_json(list(gateway.strategies), gateway.members, auth=auth)
-        gateway.metrics = Metrics(pool.snapshot)
+        gateway.dashboard_body = DASHBOARD.read_bytes()
         return gateway
 
     def report(self, ended: Ended) -> None:
         """A request ended: its log line, metrics, the recent list, its client's limits."""
         log_request(ended)
-        if self.metrics is not None:
-            self.metrics.observe(ended)
+        self.metrics.observe(ended)
         self.recent.add(ended)
         self.limiter.release(ended.client, sum(ended.tokens))
 
@@ -198,14 +199,11 @@ async def openapi(state: State) -> Response[bytes]:
     return Response(_gateway(state).openapi_body, media_type="application/json")
 
 
-DASHBOARD = Path(__file__).resolve().parent / "dashboard.html"
-
-
 @get("/dashboard", media_type=MediaType.HTML)
-async def dashboard() -> bytes:
+async def dashboard(state: State) -> bytes:
     """The live status page: static HTML that polls ``/v1/cluster`` (with the API key the
     user types in, when keys are required); the page itself holds no data."""
-    return DASHBOARD.read_bytes()
+    return _gateway(state).dashboard_body
 
 
 @get("/health")
@@ -238,9 +236,7 @@ async def cluster(state: State) -> dict[str, Any]:
 
 @get("/metrics")
 async def metrics(state: State) -> Response[bytes]:
-    gateway = _gateway(state)
-    assert gateway.metrics is not None  # built with the gateway
-    return Response(gateway.metrics.exposition(), media_type=CONTENT_TYPE)
+    return Response(_gateway(state).metrics.exposition(), media_type=CONTENT_TYPE)
 
 
 def create_app(settings: Settings, *, pool_factory: PoolFactory | None = None) -> Litestar:

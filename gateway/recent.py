@@ -18,12 +18,12 @@ class Recent:
     minute."""
 
     def __init__(self, size: int = 50, clock: Callable[[], float] = time.time) -> None:
-        self._requests: deque[dict[str, Any]] = deque(maxlen=size)
+        self._requests: deque[Ended] = deque(maxlen=size)
         self._window: deque[tuple[float, int, int]] = deque()
         self._clock = clock
 
     def add(self, ended: Ended) -> None:
-        self._requests.append(summary(ended))
+        self._requests.append(ended)  # summarised when read: most requests never are
         completion = ended.tokens[1]
         self._window.append((ended.at, completion, ended.outcome.status))
         self._expire(self._clock())
@@ -34,7 +34,7 @@ class Recent:
 
     def requests(self) -> list[dict[str, Any]]:
         """Newest first."""
-        return list(reversed(self._requests))
+        return [summary(ended) for ended in reversed(self._requests)]
 
     def throughput(self) -> dict[str, float]:
         """Requests, errors (any status of 400 or more but 499, the client leaving) and

@@ -61,13 +61,23 @@ def booagent(
         "requested": requested,
         "kind": kind,
         "node": answer.node,
-        "attempts": sum(len(c.attempts) for c in calls),
-        "failures": [f for c in calls for f in c.failures],
+        "attempts": attempts_of(calls),
+        "failures": failures_of(calls),
         **({"context": context} if (context := fitted(calls)) else {}),
         **({"continued": handed} if (handed := continued(calls)) else {}),
         **answer.why,
         "calls": [c.as_dict() for c in calls],
     }
+
+
+def attempts_of(calls: tuple[Call, ...]) -> int:
+    """Node attempts over every call."""
+    return sum(len(c.attempts) for c in calls)
+
+
+def failures_of(calls: tuple[Call, ...]) -> list[str]:
+    """Failed node attempts over every call, in order."""
+    return [f for c in calls for f in c.failures]
 
 
 def continued(calls: tuple[Call, ...]) -> list[dict[str, Any]]:
@@ -109,12 +119,12 @@ class Ended:
     @property
     def attempts(self) -> int:
         outcome = self.outcome
-        return sum(len(c.attempts) for c in outcome.calls) or len(outcome.failures)
+        return attempts_of(outcome.calls) or len(outcome.failures)
 
     @property
     def failures(self) -> list[str]:
         outcome = self.outcome
-        return [f for c in outcome.calls for f in c.failures] or list(outcome.failures)
+        return failures_of(outcome.calls) or list(outcome.failures)
 
     @property
     def continued(self) -> list[dict[str, Any]]:

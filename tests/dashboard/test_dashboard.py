@@ -20,6 +20,7 @@ from backends.errors import NodeUnreachable
 from tests.fakes import FakeNode, GatedNode, fake_pool, settings_for
 from tests.harness import running_gateway
 
+expect.set_options(timeout=15_000)  # a loaded CI machine polls late; the page polls every 2 s
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"  # `make setup` installs it
 M1, M2 = Member(name="m1"), Member(name="m2")
 HELLO = {"model": "m1", "messages": [{"role": "user", "content": "hi"}]}

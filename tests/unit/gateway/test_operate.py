@@ -146,7 +146,7 @@ async def test_a_flooding_client_does_not_starve_another(tmp_path: Path) -> None
     path = _keys(tmp_path / "keys.yaml", [
         {"name": "flood", "key": ALICE}, {"name": "quiet", "key": BOB},
     ])  # fmt: skip
-    node = FakeNode("a", reply="one two three", delay=0.01)
+    node = FakeNode("a", reply="one two three", delay=0.05)  # each turn ends well apart
     pool = fake_pool([(node, M1)])
     settings = settings_for([M1], [("a", "m1")], server={"keys_file": str(path)})
     done: list[str] = []
