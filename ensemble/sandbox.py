@@ -16,7 +16,12 @@ here. The program is untrusted text from a small model, so it goes through two l
   few open files), a wall-clock limit that kills the child's whole process group, and a cap on
   the output read back.
 
-The eval harness (:mod:`evals.sandbox`) runs its hidden tests under the same child preamble.
+The eval harness (:mod:`evals.sandbox`) runs its hidden tests under the same child preamble,
+and the ``tested`` strategy (:mod:`ensemble.code_run`) runs answers to code requests with
+:data:`CODE_POLICY`: ordinary code needs private attributes (``self._items``,
+``super().__init__``), ``__name__``, ``input`` and a few more harmless modules. Its containment
+is the child's: the audit hook, the limits and the network jail, which the screen only
+front-runs.
 """
 
 from __future__ import annotations
@@ -105,6 +110,29 @@ _exit(0)
 
 
 @dataclass(frozen=True, slots=True)
+class Policy:
+    """What :func:`screen` lets through: modules a program may import, builtins and names it
+    may not use, and whether it may name private attributes and dunders."""
+
+    modules: frozenset[str] = ALLOWED_MODULES
+    forbidden: frozenset[str] = FORBIDDEN_NAMES
+    private: bool = False
+
+
+STRICT = Policy()
+CODE_POLICY = Policy(
+    modules=ALLOWED_MODULES | {
+        "heapq", "bisect", "typing", "dataclasses", "enum", "json", "textwrap", "unicodedata",
+        "copy", "array", "numbers", "abc", "sys", "io", "contextlib", "difflib", "base64",
+        "binascii", "hashlib", "struct", "pprint", "time", "__future__",
+    },
+    forbidden=(FORBIDDEN_NAMES - {"input"}) | {"__import__", "__builtins__", "__loader__"},
+    private=True,
+)  # fmt: skip
+"""Ordinary code: reads stdin, names private attributes, imports harmless modules."""
+
+
+@dataclass(frozen=True, slots=True)
 class Limits:
     """What one run may use: CPU and wall seconds, memory, bytes it may write to files, bytes
     of output read back."""
@@ -128,37 +156,60 @@ class ProgramRun:
         return self.error is None
 
 
-def screen(code: str) -> str | None:
+def screen(code: str, policy: Policy = STRICT) -> str | None:
     """Why ``code`` may not run (a syntax error, an import, a name), or ``None`` when it may."""
     try:
         tree = ast.parse(code)
     except (SyntaxError, ValueError) as exc:
         return f"the program does not parse: {exc}"
     for node in ast.walk(tree):
-        found = _forbidden(node)
+        found = _forbidden(node, policy)
         if found is not None:
             return found
     return None
 
 
-def _forbidden(node: ast.AST) -> str | None:
+def imported(code: str) -> list[str]:
+    """The modules a program that passed :func:`screen` imports (to load before it runs)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return sorted(found)
+
+
+def _forbidden(node: ast.AST, policy: Policy) -> str | None:
     if isinstance(node, ast.Import | ast.ImportFrom):
-        return _forbidden_import(node)
-    if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
+        return _forbidden_import(node, policy)
+    if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not policy.private:
         return f"the program uses {node.attr!r}"  # ``random._os``, ``x.__class__``
-    if isinstance(node, ast.Name) and (node.id.startswith("__") or node.id in FORBIDDEN_NAMES):
+    if isinstance(node, ast.Name) and _forbidden_name(node.id, policy):
         return f"the program uses {node.id!r}"
     return None
 
 
-def _forbidden_import(node: ast.Import | ast.ImportFrom) -> str | None:
+def _forbidden_name(name: str, policy: Policy) -> bool:
+    return name in policy.forbidden or (name.startswith("__") and not policy.private)
+
+
+def _forbidden_import(node: ast.Import | ast.ImportFrom, policy: Policy) -> str | None:
     if isinstance(node, ast.ImportFrom):
-        names = [node.module or ""]
+        names = [node.module or ""] if node.level == 0 else ["." * node.level]
         names += [a.name for a in node.names if a.name.startswith("_")]
     else:
         names = [alias.name for alias in node.names]
-    bad = [n for n in names if n.startswith("_") or n.partition(".")[0] not in ALLOWED_MODULES]
+    bad = [n for n in names if not _allowed_module(n, policy)]
     return f"the program imports {bad[0]!r}" if bad else None
+
+
+def _allowed_module(name: str, policy: Policy) -> bool:
+    """An allowed module or one of its submodules; a private name only when it is listed
+    (``__future__``)."""
+    if name in policy.modules:
+        return True
+    return not name.startswith((".", "_")) and name.partition(".")[0] in policy.modules
 
 
 @functools.cache
