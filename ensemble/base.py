@@ -28,7 +28,7 @@ from ensemble.classify import Kind, classify, last_user_text
 from ensemble.json_shape import requested_schema, with_schema
 from ensemble.tool_select import Selection
 
-StrategyName = Literal["auto", "route", "cascade", "ensemble", "program"]
+StrategyName = Literal["auto", "route", "cascade", "ensemble", "program", "tested"]
 Usage = Mapping[str, int]
 NO_USAGE: Usage = MappingProxyType({"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0})
 

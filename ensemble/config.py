@@ -6,7 +6,7 @@ guessed; the README's evaluation section says which run produced them.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -61,6 +61,33 @@ class ProgramSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     wall_seconds: Annotated[float, msgspec.Meta(gt=0, le=120)] = 5.0
 
 
+Mend = Literal["repair", "resample", "escalate"]
+
+
+class TestedSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Code requests answered by running the answer first (:mod:`ensemble.tested`).
+
+    ``members`` write the code, the first asked first (empty: every member in config order);
+    ``test_writer`` writes assertions when the request states no example (none: only stated
+    examples are checked). An answer that fails its checks is mended in ``mend``'s order
+    (``repair``: asked again with the failures shown; ``resample``: another sample;
+    ``escalate``: the next writer), while a try still fits in ``deadline_ms`` (the request's
+    ``booagent.deadline_ms`` wins), at most ``tries`` answers in all. With ``brief`` a request
+    that asks for no explanation is asked for the code first and a short note after it. Each
+    run of an answer's checks may take ``cpu_seconds`` of CPU and ``wall_seconds`` in all.
+    """
+
+    members: tuple[str, ...] = ()
+    test_writer: str | None = None
+    mend: tuple[Mend, ...] = ("repair", "escalate")
+    tries: Annotated[int, msgspec.Meta(ge=1, le=8)] = 3
+    deadline_ms: Annotated[int, msgspec.Meta(ge=100, le=600_000)] = 10_000
+    brief: bool = False
+    test_tokens: Annotated[int, msgspec.Meta(ge=32)] = 256
+    cpu_seconds: Annotated[int, msgspec.Meta(ge=1, le=60)] = 2
+    wall_seconds: Annotated[float, msgspec.Meta(gt=0, le=120)] = 5.0
+
+
 class ToolSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """When a turn offers more than ``select_above`` tools with ``tool_choice`` auto, only the
     ``keep`` tools its words point to (and those the conversation already called) are sent
@@ -78,5 +105,6 @@ class StrategySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     cascade: CascadeSettings = CascadeSettings()
     ensemble: EnsembleSettings = EnsembleSettings()
     program: ProgramSettings = ProgramSettings()
+    tested: TestedSettings = TestedSettings()
     tools: ToolSettings = ToolSettings()
     keepalive_seconds: Annotated[float, msgspec.Meta(gt=0)] = 2.0

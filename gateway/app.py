@@ -35,6 +35,7 @@ from ensemble.fanout import Ensemble
 from ensemble.program import Program
 from ensemble.route import Pinned
 from ensemble.route import Router as RouteStrategy
+from ensemble.tested import Tested
 from ensemble.tool_select import select_tools
 from gateway.auth import CLIENT, KEYS, IdentifyClient
 from gateway.chat import ChatResponse, Exchange
@@ -151,6 +152,7 @@ def _strategies(settings: Settings, pool: Pool) -> dict[str, Strategy]:
         "cascade": Cascade(pool, config.cascade, members, pool.cheap_logprobs, callers),
         "ensemble": Ensemble(pool, config.ensemble, members, pool.member_slots, callers),
         "program": Program(pool, config.program, router, members),
+        "tested": Tested(pool, config.tested, router, members),
     }
     named["auto"] = Auto(named, config.auto)
     virtual = settings.server.virtual_model
@@ -160,7 +162,7 @@ def _strategies(settings: Settings, pool: Pool) -> dict[str, Strategy]:
     return strategies
 
 
-STRATEGY_NAMES = ("auto", "route", "cascade", "ensemble", "program")
+STRATEGY_NAMES = ("auto", "route", "cascade", "ensemble", "program", "tested")
 
 
 def _models_listing(strategies: dict[str, Strategy]) -> dict[str, Any]:

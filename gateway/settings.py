@@ -274,6 +274,9 @@ def _named_members(strategies: StrategySettings) -> Iterator[tuple[str, str]]:
     for kind, members in strategies.ensemble.members_by_kind.items():
         yield from ((f"ensemble.members_by_kind.{kind}", name) for name in members)
     yield from (("program.members", name) for name in strategies.program.members)
+    yield from (("tested.members", name) for name in strategies.tested.members)
+    if strategies.tested.test_writer is not None:
+        yield ("tested.test_writer", strategies.tested.test_writer)
 
 
 def _check_strategy_members(settings: Settings, names: set[str]) -> None:
@@ -281,7 +284,7 @@ def _check_strategy_members(settings: Settings, names: set[str]) -> None:
     _check_kinds(strategies)
     if "auto" in strategies.auto.values():
         raise ConfigError(
-            "strategies.auto maps kinds to route, cascade, ensemble or program, not auto"
+            "strategies.auto maps kinds to route, cascade, ensemble, program or tested, not auto"
         )
     for field, name in _named_members(strategies):
         if name not in names:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import openai
@@ -19,7 +20,11 @@ MATH = [{"role": "user", "content": "What is 12 + 30? Answer with the number onl
 
 @pytest.fixture(scope="module")
 def base(real_cluster: Cluster) -> Iterator[str]:
-    strategies = {"keepalive_seconds": 0.2, "program": {"members": [CODER]}}
+    strategies = {
+        "keepalive_seconds": 0.2,
+        "program": {"members": [CODER]},
+        "tested": {"members": [CODER]},
+    }
     with running_gateway(real_cluster.settings(strategies)) as url:
         yield url
 
@@ -137,3 +142,48 @@ def test_bad_options_are_400_naming_them(
             model="booagent-cluster", messages=MATH, extra_body={"booagent": options}
         )
     assert caught.value.body["param"] == param  # type: ignore[index]
+
+
+DOUBLE = [
+    {
+        "role": "user",
+        "content": "Write a Python function `double(x)` that returns x * 2. For example, "
+        "`double(4)` should return `8` and double(-1) -> -2. Reply with only the code.",
+    }
+]
+
+
+def _tested(meta: dict[str, Any]) -> None:
+    assert meta["strategy"] == "tested"
+    assert meta["checks"]["stated"] == 2
+    assert meta["tries"][0]["checks"] == 2 and meta["tries"][0]["member"] == CODER
+    assert meta["passed"] is True, meta["tries"]
+
+
+def test_tested_runs_the_code_before_answering(client: openai.OpenAI) -> None:
+    """A whole answer: the code was run against the request's two examples."""
+    done = client.chat.completions.create(
+        model="booagent-cluster:tested", messages=DOUBLE, max_tokens=128, temperature=0
+    )
+    meta = done.model_extra["booagent"]  # type: ignore[index]
+    _tested(meta)
+    assert "def double" in (done.choices[0].message.content or "")
+
+
+def test_tested_stream_through_the_sdk(client: openai.OpenAI) -> None:
+    """Streamed: keep-alives while the code runs, then the chosen answer and its record."""
+    chunks = list(
+        client.chat.completions.create(
+            model="booagent-cluster:tested", messages=DOUBLE, max_tokens=128, stream=True
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert "def double" in text
+    _tested(chunks[-1].model_extra["booagent"])  # type: ignore[index]
+
+
+def test_tested_passes_other_requests_through(client: openai.OpenAI) -> None:
+    done = client.chat.completions.create(
+        model="booagent-cluster:tested", messages=MATH, max_tokens=16, temperature=0
+    )
+    assert done.model_extra["booagent"]["strategy"] == "route"  # type: ignore[index]

@@ -69,7 +69,7 @@ def test_a_host_limit_below_one_is_refused(tmp_path: Path) -> None:
         ),
         ({"program": {"members": ["gpt-9"]}}, "program.members names unknown member 'gpt-9'"),
         ({"program": {"cpu_seconds": 0}}, "cpu_seconds"),
-        ({"auto": {"math": "auto"}}, "route, cascade, ensemble or program, not auto"),
+        ({"auto": {"math": "auto"}}, "route, cascade, ensemble, program or tested, not auto"),
     ],
 )
 def test_strategy_mistakes_are_named(

@@ -1,0 +1,254 @@
+"""Tested: a Python code request is answered with code that was run against its checks first.
+
+The checks are the examples the request states (:mod:`ensemble.code_checks`: doctests,
+``f(x) == y``, input/output pairs, sample runs of a program), or, when it states none,
+assertions a member writes from the request (asked separately, read as weaker evidence). The
+first writer's answer runs against them in the sandbox (:mod:`ensemble.code_run`); an answer
+that fails is mended in the configured order (repaired with its failures shown, sampled again,
+or escalated to the next writer) while another try fits in the deadline. The answer given is
+the best tried: every stated example passing first, then the most stated, then the most
+written assertions passing; among equals, the earliest. So an answer that failed its checks is
+never given when one that passed them exists.
+
+Requests that ask for no code to be written, or for another language, and tool turns are the
+``fallback`` strategy's, unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, replace
+from typing import Any
+
+from backends.base import Backend, ChatRequest
+from ensemble.base import Answer, Context, Strategy
+from ensemble.candidates import Candidate, ask
+from ensemble.classify import Kind, last_user_text
+from ensemble.code_checks import (
+    Stated,
+    defined_names,
+    python_code_asked,
+    stated,
+    test_request,
+    written_tests,
+)
+from ensemble.code_run import Check, Trial, run_checks
+from ensemble.config import Mend, TestedSettings
+from ensemble.decision import Decision, decided
+from ensemble.sandbox import Limits
+from ensemble.signals import extract_code
+
+FEEDBACK = (
+    "Your code fails these checks:\n{failures}\n\nFix the code so that every check passes. "
+    "Reply with the complete corrected code in a Python code block."
+)
+BRIEF = (
+    "Give the complete code first, in one Python code block, then at most two sentences about it."
+)
+_SHOWN_FAILURES = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Tried:
+    """An answer and how it fared against the checks."""
+
+    candidate: Candidate
+    trial: Trial
+    how: str
+
+    def rank(self) -> tuple[int, ...]:
+        """Higher is better: an answer that ran, every stated example passing, how many
+        passed, then how many written assertions passed."""
+        examples = self.trial.failed("example")
+        return (
+            int(self.candidate.ok),
+            int(self.trial.refused is None),
+            int(not examples),
+            self.trial.passed("example"),
+            self.trial.passed("generated"),
+        )
+
+    def shown(self) -> dict[str, Any]:
+        return {"member": self.candidate.member, "how": self.how, **self.trial.summary()}
+
+
+@dataclass(frozen=True, slots=True)
+class Tested:
+    """The ``tested`` strategy."""
+
+    backend: Backend
+    settings: TestedSettings
+    fallback: Strategy
+    members: tuple[str, ...]
+    name: str = "tested"
+
+    def checkable(self, ctx: Context) -> bool:
+        """A code request, not a tool turn, asking for Python to be written."""
+        if ctx.tools or ctx.kind is not Kind.CODE:
+            return False
+        return python_code_asked(last_user_text(ctx.body.get("messages") or []))
+
+    def deliberates(self, ctx: Context) -> bool:
+        return self.checkable(ctx) or self.fallback.deliberates(ctx)
+
+    def writers(self, ctx: Context) -> tuple[str, ...]:
+        return ctx.options.members or self.settings.members or self.members
+
+    def __call__(self, ctx: Context) -> AbstractAsyncContextManager[Answer]:
+        if not self.checkable(ctx):
+            return self.fallback(ctx)
+        return decided(self.decide(ctx), texts=ctx.options.explain)
+
+    async def decide(self, ctx: Context) -> Decision:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        budget = (ctx.options.deadline_ms or self.settings.deadline_ms) / 1000
+        task = last_user_text(ctx.body.get("messages") or [])
+        given = stated(task)
+        request = self._asked(ctx.request, task)
+        writers = self.writers(ctx)
+        first, written = await self._first(request, writers[0], task, given)
+        checks = given.checks or self._tests(written, given, first)
+        tried = [await self._tried(first, checks, "first")]
+        plan = _plan(self.settings.mend, writers, self.settings.tries)
+        for how, member in plan:
+            best = _best(tried)
+            if best.trial.clean or not checks:
+                break
+            if loop.time() - started + max(t.candidate.latency for t in tried) > budget:
+                break
+            again = await self._again(request, how, member, best, len(tried))
+            tried.append(await self._tried(again, checks, how))
+        return _decision(self.name, tried, written, given, checks, loop.time() - started)
+
+    def _asked(self, request: ChatRequest, task: str) -> ChatRequest:
+        """The request as the writers get it: with ``brief``, the last user message asks for
+        the code first (a system message after it would break some chat templates)."""
+        if not self.settings.brief or _explanation_asked(task):
+            return request
+        messages = list(request.body.get("messages") or [])
+        for index in range(len(messages) - 1, -1, -1):
+            if isinstance(messages[index], Mapping) and messages[index].get("role") == "user":
+                messages[index] = {**messages[index], "content": f"{task}\n\n{BRIEF}"}
+                break
+        return replace(request, body={**request.body, "messages": messages})
+
+    async def _first(
+        self, request: ChatRequest, member: str, task: str, given: Stated
+    ) -> tuple[Candidate, Candidate | None]:
+        """The first answer, and the written assertions when the request states no example
+        (asked at the same time when the request names its function)."""
+        writer = self.settings.test_writer
+        if given.checks or writer is None or given.program:
+            return await ask(self.backend, request, member), None
+        if given.entries:
+            tests = self._test_call(request, writer, task, given.entries[0])
+            return await asyncio.gather(ask(self.backend, request, member), tests)
+        first = await ask(self.backend, request, member)
+        named = defined_names(extract_code(first.text)) if first.ok else ()
+        if not named:
+            return first, None
+        return first, await self._test_call(request, writer, task, named[0])
+
+    async def _test_call(
+        self, request: ChatRequest, writer: str, task: str, entry: str
+    ) -> Candidate:
+        body = {
+            "messages": [{"role": "user", "content": test_request(task, entry)}],
+            "max_tokens": self.settings.test_tokens,
+            "temperature": 0,
+        }
+        return await ask(self.backend, replace(request, body=body), writer)
+
+    def _tests(
+        self, written: Candidate | None, given: Stated, first: Candidate
+    ) -> tuple[Check, ...]:
+        if written is None or not written.ok:
+            return ()
+        names = given.entries or defined_names(extract_code(first.text))
+        return written_tests(written.text, tuple(names))
+
+    async def _tried(self, candidate: Candidate, checks: Sequence[Check], how: str) -> Tried:
+        limits = Limits(self.settings.cpu_seconds, self.settings.wall_seconds)
+        if not candidate.ok:
+            return Tried(candidate, Trial("", refused="the call failed"), how)
+        trial = await run_checks(extract_code(candidate.text), checks, limits)
+        return Tried(candidate, trial, how)
+
+    async def _again(
+        self, request: ChatRequest, how: Mend, member: str, best: Tried, count: int
+    ) -> Candidate:
+        if how == "repair":
+            return await ask(self.backend, _repair(request, best), best.candidate.member)
+        if how == "resample":
+            return await ask(self.backend, request, best.candidate.member, count)
+        return await ask(self.backend, request, member)
+
+
+def _plan(mend: Sequence[Mend], writers: Sequence[str], tries: int) -> list[tuple[Mend, str]]:
+    """The mending tries in order, each with the writer an escalation goes to; an escalation
+    past the last writer is dropped."""
+    plan: list[tuple[Mend, str]] = []
+    step = 1
+    for how in mend:
+        if how == "escalate":
+            if step >= len(writers):
+                continue
+            plan.append((how, writers[step]))
+            step += 1
+        else:
+            plan.append((how, writers[0]))
+    return plan[: tries - 1]
+
+
+def _best(tried: Sequence[Tried]) -> Tried:
+    """The best answer tried; the earliest among equals."""
+    return max(reversed(tried), key=Tried.rank)
+
+
+def _repair(request: ChatRequest, best: Tried) -> ChatRequest:
+    failures = "\n".join(f"- {r.shown()}" for r in best.trial.failed()[:_SHOWN_FAILURES])
+    if best.trial.refused is not None:
+        failures = f"- {best.trial.refused}"
+    messages = [
+        *(request.body.get("messages") or []),
+        {"role": "assistant", "content": best.candidate.text},
+        {"role": "user", "content": FEEDBACK.format(failures=failures)},
+    ]
+    return replace(request, body={**request.body, "messages": messages})
+
+
+def _explanation_asked(task: str) -> bool:
+    lowered = task.lower()
+    return any(word in lowered for word in ("explain", "explanation", "why ", "step by step",
+                                            "walk me through", "comment"))  # fmt: skip
+
+
+def _decision(
+    name: str,
+    tried: list[Tried],
+    written: Candidate | None,
+    given: Stated,
+    checks: Sequence[Check],
+    seconds: float,
+) -> Decision:
+    best = _best(tried)
+    winner = tried.index(best)
+    calls = [t.candidate.judged("accepted" if t is best else "rejected") for t in tried]
+    why: Mapping[str, Any] = {
+        "strategy": name,
+        "checks": {
+            "stated": len(given.checks),
+            "written": sum(c.origin == "generated" for c in checks),
+            "by": written.member if written is not None else None,
+        },
+        "tries": [t.shown() for t in tried],
+        "passed": best.trial.clean and bool(checks),
+        "seconds": round(seconds, 3),
+    }
+    if written is not None:
+        calls.append(written.judged("wrote_tests"))
+    winner_ok = winner if best.candidate.ok else None
+    return Decision(name, tuple(calls), winner_ok, why)

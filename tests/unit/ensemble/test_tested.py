@@ -1,0 +1,189 @@
+"""The tested strategy against fake nodes: code answers run against the request's checks.
+
+The strategy and its settings are imported under other names: pytest would collect classes
+whose names start with ``Test``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from backends.base import ChatRequest
+from backends.config import Member
+from ensemble.base import Answer, Context, Options
+from ensemble.classify import Kind
+from ensemble.config import TestedSettings as Settings
+from ensemble.route import Router
+from ensemble.tested import BRIEF
+from ensemble.tested import Tested as Checked
+from tests.fakes import FakeNode, fake_pool
+
+pytestmark = pytest.mark.anyio
+
+WRITER, STRONG, TESTER = Member(name="writer"), Member(name="strong"), Member(name="tester")
+ASKED = (
+    "Write a Python function `double(n)` that returns twice n. For example, `double(2)` "
+    "should return `4` and double(-3) -> -6."
+)
+UNSTATED = "Write a Python function `double(n)` that returns twice the integer n."
+GOOD = "Here it is:\n```python\ndef double(n):\n    return 2 * n\n```"
+WRONG = "```python\ndef double(n):\n    return n + 2\n```"
+RAISES = "```python\ndef double(n):\n    raise ValueError('no')\n```"
+HOSTILE = "```python\nimport os\ndef double(n):\n    os.system('true')\n    return 2 * n\n```"
+
+
+def body(text: str, **extra: Any) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": text}], "max_tokens": 300, **extra}
+
+
+def checked(*nodes: FakeNode, **settings: Any) -> Checked:
+    members = (WRITER, STRONG, TESTER)[: len(nodes)]
+    pool = fake_pool(list(zip(nodes, members, strict=True)))
+    names = tuple(m.name for m in members)
+    writers = tuple(n for n in names if n != "tester")
+    router = Router(pool, {Kind.GENERAL: names, Kind.CODE: names}, names)
+    return Checked(pool, Settings(members=writers, **settings), router, names)
+
+
+def repaired_by(good: str, first: str) -> Any:
+    """A reply function: ``first`` for a new request, ``good`` when shown its failures."""
+
+    def reply(request: ChatRequest) -> str:
+        last = request.body["messages"][-1]["content"]
+        return good if "fails these checks" in last else first
+
+    return reply
+
+
+async def run(
+    strategy: Checked, request: dict[str, Any], options: Options | None = None
+) -> tuple[str, Answer]:
+    text = ""
+    async with strategy(Context.of(request, options=options or Options())) as answer:
+        async for chunk in answer.chunks:
+            text += chunk.content
+    return text, answer
+
+
+def members_asked(answer: Answer) -> list[tuple[str, str]]:
+    return [(c.member, c.outcome) for c in answer.every_call()]
+
+
+class TestStatedExamples:
+    async def test_an_answer_that_passes_is_given_after_one_call(self) -> None:
+        text, answer = await run(checked(FakeNode("w", reply=GOOD)), body(ASKED))
+        assert text == GOOD
+        assert answer.why["passed"] is True
+        assert answer.why["checks"] == {"stated": 2, "written": 0, "by": None}
+        assert answer.why["tries"] == [{"member": "writer", "how": "first", "checks": 2,
+                                        "passed": 2}]  # fmt: skip
+        assert members_asked(answer) == [("writer", "accepted")]
+
+    async def test_a_failing_answer_is_repaired_with_its_failures_shown(self) -> None:
+        node = FakeNode("w", reply=repaired_by(GOOD, WRONG))
+        text, answer = await run(checked(node), body(ASKED))
+        assert text == GOOD
+        feedback = node.requests[-1].body["messages"][-1]["content"]
+        assert "double(2) == 4: got 4" not in feedback and "double(-3) == -6: got -1" in feedback
+        assert node.requests[-1].body["messages"][-2]["content"] == WRONG
+        assert [t["how"] for t in answer.why["tries"]] == ["first", "repair"]
+        assert members_asked(answer) == [("writer", "rejected"), ("writer", "accepted")]
+
+    async def test_when_the_repair_fails_too_the_next_writer_is_asked(self) -> None:
+        strategy = checked(FakeNode("w", reply=WRONG), FakeNode("s", reply=GOOD))
+        text, answer = await run(strategy, body(ASKED))
+        assert text == GOOD
+        assert [(t["member"], t["how"]) for t in answer.why["tries"]] == [
+            ("writer", "first"), ("writer", "repair"), ("strong", "escalate")
+        ]  # fmt: skip
+        assert answer.why["passed"] is True
+
+    async def test_when_nothing_passes_the_answer_passing_most_is_given(self) -> None:
+        half = "```python\ndef double(n):\n    return 4 if n == 2 else 0\n```"
+        strategy = checked(FakeNode("w", reply=RAISES), FakeNode("s", reply=half))
+        text, answer = await run(strategy, body(ASKED))
+        assert text == half
+        assert answer.why["passed"] is False
+        assert [t["passed"] for t in answer.why["tries"]] == [0, 0, 1]
+
+    async def test_a_hostile_answer_is_refused_and_never_given_over_a_clean_one(self) -> None:
+        strategy = checked(FakeNode("w", reply=HOSTILE), FakeNode("s", reply=GOOD))
+        text, answer = await run(strategy, body(ASKED))
+        assert text == GOOD
+        assert answer.why["tries"][0]["refused"] == "the code imports 'os'"
+
+    async def test_the_deadline_stops_mending(self) -> None:
+        strategy = checked(FakeNode("w", reply=WRONG, delay=0.05), FakeNode("s", reply=GOOD))
+        text, answer = await run(strategy, body(ASKED), Options(deadline_ms=100))
+        assert text == WRONG
+        assert len(answer.why["tries"]) == 1
+
+    async def test_tries_bound_the_calls(self) -> None:
+        strategy = checked(FakeNode("w", reply=WRONG), FakeNode("s", reply=GOOD), tries=2)
+        text, answer = await run(strategy, body(ASKED))
+        assert text == WRONG and len(answer.why["tries"]) == 2
+
+
+class TestWrittenTests:
+    async def test_a_member_writes_assertions_when_the_request_states_none(self) -> None:
+        asserts = "```python\nassert double(3) == 6\nassert double(0) == 0\nprint('x')\n```"
+        tester = FakeNode("t", reply=asserts)
+        strategy = checked(FakeNode("w", reply=repaired_by(GOOD, WRONG)), FakeNode("s", reply=GOOD),
+                          tester, test_writer="tester")  # fmt: skip
+        text, answer = await run(strategy, body(UNSTATED))
+        assert text == GOOD
+        assert answer.why["checks"] == {"stated": 0, "written": 2, "by": "tester"}
+        assert "`double`" in tester.requests[0].body["messages"][0]["content"]
+        assert ("tester", "wrote_tests") in members_asked(answer)
+
+    async def test_without_a_test_writer_an_unstated_request_is_answered_unchecked(self) -> None:
+        text, answer = await run(checked(FakeNode("w", reply=WRONG)), body(UNSTATED))
+        assert text == WRONG
+        assert answer.why["passed"] is False and answer.why["tries"][0]["checks"] == 0
+
+
+class TestPrograms:
+    async def test_a_program_is_fed_the_sample_input(self) -> None:
+        asked = ("Write a Python program that reads two integers from standard input and "
+                 "prints their sum.\n\nSample Input\n2 3\n\nSample Output\n5\n")  # fmt: skip
+        good = "```python\na, b = map(int, input().split())\nprint(a + b)\n```"
+        wrong = "```python\na, b = map(int, input().split())\nprint(a * b)\n```"
+        node = FakeNode("w", reply=repaired_by(good, wrong))
+        text, answer = await run(checked(node), body(asked))
+        assert text == good
+        assert "it printed '6\\n'" in answer.why["tries"][0]["first_failure"]
+
+
+class TestPassThrough:
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "Write a JavaScript function add(a, b) that returns a + b.",
+            "What does this Python code print? print(len('abc'))",
+            "Tell me a joke about cats.",
+        ],
+    )
+    async def test_other_requests_go_to_the_fallback_streamed(self, text: str) -> None:
+        strategy = checked(FakeNode("w", reply="fine"))
+        ctx = Context.of(body(text))
+        assert not strategy.deliberates(ctx)
+        answered, answer = await run(strategy, body(text))
+        assert answered == "fine" and answer.strategy == "route"
+
+    async def test_a_tool_turn_goes_to_the_fallback(self) -> None:
+        tools = [{"type": "function", "function": {"name": "run", "parameters": {}}}]
+        strategy = checked(FakeNode("w", reply="fine"))
+        _, answer = await run(strategy, body(ASKED, tools=tools))
+        assert answer.strategy == "route"
+
+
+class TestBrief:
+    async def test_brief_asks_for_the_code_first_unless_an_explanation_is_asked(self) -> None:
+        node = FakeNode("w", reply=GOOD)
+        await run(checked(node, brief=True), body(ASKED))
+        await run(checked(node, brief=True), body(ASKED + " Explain how it works."))
+        first, second = (r.body["messages"][-1]["content"] for r in node.requests)
+        assert first.startswith(ASKED) and first.endswith(BRIEF)
+        assert BRIEF not in second
