@@ -35,7 +35,11 @@ _FILE_BYTES = 10 << 20
 _RUN_TESTS = r"""
 real_stdout = sys.stdout
 sys.stdout = sys.stderr = open(os.devnull, "w")
-namespace = {"__name__": "answer", "__builtins__": __builtins__}
+# A real module, so that what looks its module up (dataclasses with string annotations) works.
+import types
+module = types.ModuleType("answer")
+sys.modules["answer"] = module
+namespace = module.__dict__
 stage = "answer code"
 try:
     exec(compile(job["code"], "<answer>", "exec"), namespace)
