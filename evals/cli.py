@@ -19,7 +19,13 @@ import click
 @click.option("--split", default="test", show_default=True, help="dev, test or all.")
 @click.option("--kinds", multiple=True, help="code, math, fact, format, tool (default: all).")
 @click.option("--limit", type=int, default=None, help="At most N items per kind.")
-@click.option("--max-tokens", type=int, default=256, show_default=True)
+@click.option(
+    "--max-tokens",
+    type=click.IntRange(min=0),
+    default=256,
+    show_default=True,
+    help="0: the requests set no max_tokens (answers end when the model stops).",
+)
 @click.option("--temperature", type=float, default=0.0, show_default=True)
 @click.option("--seed", type=int, default=1234, show_default=True)
 @click.option("--concurrency", type=int, default=1, show_default=True)

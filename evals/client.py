@@ -28,6 +28,11 @@ class Sampling:
     temperature: float = 0.0
     seed: int = 1234
 
+    @property
+    def cap(self) -> int | openai.Omit:
+        """``max_tokens`` as the request sends it: 0 sends none (the answer is uncapped)."""
+        return self.max_tokens if self.max_tokens > 0 else openai.omit
+
 
 class AskError(Exception):
     """A request that got no answer (HTTP error, timeout, unreachable gateway)."""
@@ -78,7 +83,7 @@ class Asker:
                 messages=body["messages"],
                 tools=body.get("tools", openai.omit),
                 tool_choice=body.get("tool_choice", openai.omit),
-                max_tokens=sampling.max_tokens,
+                max_tokens=sampling.cap,
                 temperature=sampling.temperature,
                 seed=sampling.seed,
             )

@@ -137,8 +137,8 @@ def settings_lines(
         "kinds": ", ".join(_kinds(options.kinds)) or "all",
         "items": f"{len(items)} per target"
         + (f" (at most {options.limit} per kind)" if options.limit else ""),
-        "sampling": f"max_tokens {options.max_tokens}, temperature {options.temperature:g}, "
-        f"seed {options.seed}",
+        "sampling": f"max_tokens {options.max_tokens or 'none'}, "
+        f"temperature {options.temperature:g}, seed {options.seed}",
         "concurrency": str(options.concurrency),
     }
 

@@ -56,7 +56,7 @@ async def ask_sure(url: str, member: str, items: Sequence[Item], sampling: Sampl
             done = await client.chat.completions.create(
                 model=member,
                 messages=[{"role": "user", "content": item.prompt}],
-                max_tokens=sampling.max_tokens,
+                max_tokens=sampling.cap,
                 temperature=sampling.temperature,
                 seed=sampling.seed,
                 logprobs=True,

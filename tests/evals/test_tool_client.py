@@ -86,16 +86,25 @@ def node() -> Iterator[ToolNode]:
         thread.join(5)
 
 
-def ask(url: str, item: Item) -> Answer:
+DEFAULT_SAMPLING = Sampling()
+
+
+def ask(url: str, item: Item, sampling: Sampling = DEFAULT_SAMPLING) -> Answer:
     async def main() -> Answer:
         async with Asker(url, retries=0) as asker:
-            return await asker.ask("m", item.body, Sampling())
+            return await asker.ask("m", item.body, sampling)
 
     return asyncio.run(main())
 
 
 class TestSending:
     """A tool item's request carries its tools, its tool_choice and the turns before the answer."""
+
+    def test_max_tokens_zero_sends_no_cap(self, node: ToolNode) -> None:
+        ask(node.url, NAMED_ITEM, Sampling(max_tokens=0))
+        ask(node.url, NAMED_ITEM, Sampling(max_tokens=64))
+        uncapped, capped = node.bodies
+        assert "max_tokens" not in uncapped and capped["max_tokens"] == 64
 
     def test_tools_and_named_choice(self, node: ToolNode) -> None:
         ask(node.url, NAMED_ITEM)
