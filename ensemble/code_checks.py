@@ -52,9 +52,13 @@ _NOT_ENTRIES = frozenset({
     "print", "input", "len", "range", "int", "str", "list", "dict", "set", "sorted", "sum",
     "max", "min", "abs", "python", "self", "def",
 })  # fmt: skip
+_WRAPPERS = frozenset({
+    "list", "tuple", "set", "frozenset", "dict", "sorted", "reversed", "len", "range", "str",
+    "int", "float", "sum", "min", "max", "abs", "round", "bool",
+})  # fmt: skip
 _CALL_START = re.compile(r"(?<![\w.])([A-Za-z_]\w*)\(")
 _CONNECTOR = re.compile(
-    r"\s*`?\s*(==|->|→|=>|=|:|should (?:return|be|give|output|print|yield)|must (?:return|be)|"
+    r"\s*`?\s*(==|->|→|=>|=|:|\||should (?:return|be|give|output|print|yield)|must (?:return|be)|"
     r"will return|returns?|gives?|outputs?|evaluates to|results? in|produces?|is)\s*",
     re.IGNORECASE,
 )
@@ -116,13 +120,34 @@ def _examples(text: str, names: tuple[str, ...], program: bool) -> Iterator[Chec
     yield from _inline(text)
     if len(names) == 1:
         yield from _pairs(text, names[0])
+        yield from _arrows(text, names[0])
+
+
+def _doctest_blocks(text: str) -> Iterator[str]:
+    """Each run of doctest lines, dedented: from a ``>>>`` line through the lines indented as
+    far, up to a blank line or a docstring's or fence's end (which the parser would take for
+    expected output)."""
+    block: list[str] = []
+    indent = 0
+    for line in [*text.splitlines(), ""]:
+        stripped = line.strip()
+        ends = not stripped or stripped.startswith(('"""', "'''", "```"))
+        if block and (ends or len(line) - len(line.lstrip()) < indent):
+            yield "\n".join(block) + "\n"
+            block = []
+        if not block and stripped.startswith(">>>"):
+            indent = len(line) - len(line.lstrip())
+        if stripped.startswith(">>>") or (block and not ends):
+            block.append(line[indent:])
 
 
 def _doctests(text: str) -> Iterator[Check]:
-    try:
-        found = doctest.DocTestParser().get_examples(text)
-    except ValueError:  # inconsistent indentation in a docstring
-        return
+    found: list[doctest.Example] = []
+    for block in _doctest_blocks(text):
+        try:
+            found += doctest.DocTestParser().get_examples(block)
+        except ValueError:  # inconsistent indentation
+            continue
     setup: list[str] = []
     for example in found:
         source = example.source.strip()
@@ -174,8 +199,6 @@ def _raises(setup: list[str], source: str, message: str) -> Check | None:
 
 def _inline(text: str) -> Iterator[Check]:
     for match in _CALL_START.finditer(text):
-        if match.group(1) in _NOT_ENTRIES:
-            continue
         end = _closing(text, match.end() - 1)
         if end is None:
             continue
@@ -215,15 +238,30 @@ def _closing(text: str, start: int) -> int | None:
 
 
 def _concrete_call(call: str) -> bool:
-    """A call of a plain name whose arguments are all literals."""
+    """A call of a function (not a builtin) with literal arguments, maybe wrapped in harmless
+    builtins or given their results: ``f([1, 2])``, ``list(chunked(range(5), 2))``."""
     try:
         node = ast.parse(call, mode="eval").body
-    except SyntaxError:
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
         return False
+    names = _called(node)
+    return names is not None and any(name not in _WRAPPERS for name in names)
+
+
+def _called(node: ast.expr) -> list[str] | None:
+    """The functions a concrete expression calls, or None when it is not concrete (a name
+    that is not called, a call of an attribute, a starred or unnamed argument)."""
+    if _is_literal(node):
+        return []
     if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
-        return False
-    values = [*node.args, *(k.value for k in node.keywords)]
-    return all(_is_literal(v) for v in values) and all(k.arg for k in node.keywords)
+        return None
+    names = [node.func.id]
+    for argument in [*node.args, *(k.value for k in node.keywords)]:
+        inner = _called(argument)
+        if inner is None:
+            return None
+        names += inner
+    return names if all(k.arg for k in node.keywords) else None
 
 
 def _is_literal(node: ast.expr) -> bool:
@@ -271,6 +309,25 @@ def _pairs(text: str, entry: str) -> Iterator[Check]:
         value = _literal(_strip_ticks(match.group("output").split("\n", 1)[0]))
         if arguments is not None and value is not None:
             check = as_assertion(f"assert {entry}({arguments}) == {value}")
+            if check is not None:
+                yield check
+
+
+_ARROW_LINE = re.compile(
+    r"^\s*(?:[-*•]|\d+[.)])?\s*(?P<given>.+?)\s*(?:→|->|=>)\s*(?P<result>.+?)\s*$", re.MULTILINE
+)
+_QUOTED = r"'[^'\n]*'|\"[^\"\n]*\""
+_BECOMES = re.compile(rf"(?P<given>{_QUOTED})\s+becomes\s+(?P<result>{_QUOTED})")
+
+
+def _arrows(text: str, entry: str) -> Iterator[Check]:
+    """``'abc' -> 'cba'`` on a line of its own (a bullet, a numbered line), or ``'aab' becomes
+    'a2b1'``: the one named function's argument and result."""
+    for match in [*_ARROW_LINE.finditer(text), *_BECOMES.finditer(text)]:
+        given = _literal(_strip_ticks(match.group("given")))
+        result = _literal(_strip_ticks(match.group("result")))
+        if given is not None and result is not None:
+            check = as_assertion(f"assert {entry}({given}) == {result}")
             if check is not None:
                 yield check
 

@@ -1,24 +1,20 @@
 """Tests for the shipped code items: their hidden tests accept a reference and reject a stub.
 
-Every code item has a reference solution in ``tests/fixtures/code_solutions.jsonl``. Its hidden
+Every code item has a reference solution in ``evals/data/references/code.jsonl``. Its hidden
 tests must pass for that reference and fail for a stub with the same names, both run in the
 eval's own sandbox (:func:`evals.sandbox.run_tests`), as a model's answer is.
 """
 
 from __future__ import annotations
 
-import ast
-import json
-from pathlib import Path
-
 import pytest
 
 import evals.score
 from evals.items import SPLITS, CodeCheck, Item, Split, load_suite, select
+from evals.references import load_references, stub_of
 from evals.sandbox import Outcome, run_tests
 from evals.score import definitions, score
 
-SOLUTIONS = Path(__file__).resolve().parents[1] / "fixtures" / "code_solutions.jsonl"
 _WITH_EXAMPLES = (
     "028 035 040 059 061 063 065 066 069 070 072 074 077 078 080 081 083 085 087 089 090 093 "
     "095 098 099 100 103 104 107 108 110 113 114 115 116 118 120 121 124 126 127 130 132 134 "
@@ -26,39 +22,18 @@ _WITH_EXAMPLES = (
 )
 WITH_EXAMPLES = frozenset(f"code-{number}" for number in _WITH_EXAMPLES.split())
 """The code items whose prompt states examples (calls and their results); the rest state none."""
-_CLASS_STUB = """class {name}:
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def __getattr__(self, attribute):
-        return lambda *args, **kwargs: None
-"""
 CODE_ITEMS = [item for item in load_suite() if item.kind == "code"]
 
 
 @pytest.fixture(scope="module")
 def solutions() -> dict[str, str]:
     """The reference solution of each code item, by id."""
-    lines = SOLUTIONS.read_text("utf-8").splitlines()
-    rows = [json.loads(line) for line in lines if line.strip()]
-    return {row["id"]: row["solution"] for row in rows}
+    return load_references()
 
 
 def check_of(item: Item) -> CodeCheck:
     assert isinstance(item.check, CodeCheck), item.id
     return item.check
-
-
-def stub_of(solution: str) -> str:
-    """``solution``'s top-level functions and classes, emptied: each function returns None, and
-    each class takes any arguments and answers every attribute with a function returning None."""
-    stubs: list[str] = []
-    for node in ast.parse(solution).body:
-        if isinstance(node, ast.FunctionDef):
-            stubs.append(f"def {node.name}(*args, **kwargs):\n    return None\n")
-        elif isinstance(node, ast.ClassDef):
-            stubs.append(_CLASS_STUB.format(name=node.name))
-    return "\n".join(stubs)
 
 
 class TestSuite:

@@ -87,6 +87,35 @@ def add(a, b):
     def test_inline_examples(self, text: str) -> None:
         assert shown("Write a Python function `f(xs)` that sums xs. " + text) == ["f([1, 2]) == 3"]
 
+    def test_a_call_wrapped_in_builtins(self) -> None:
+        text = "Write a generator `pairs(xs)`. list(pairs(range(3))) gives [(0, 1), (1, 2)]."
+        assert shown(text) == ["list(pairs(range(3))) == [(0, 1), (1, 2)]"]
+
+    def test_a_table_of_calls_and_results(self) -> None:
+        text = (
+            "Write a Python function `sub(xs)`.\n\n| call | result |\n|---|---|\n"
+            "| `sub([])` | `[[]]` |\n| `sub([1])` | `[[], [1]]` |\n"
+        )
+        assert shown(text) == ["sub([]) == [[]]", "sub([1]) == [[], [1]]"]
+
+    def test_arrows_and_becomes_give_the_named_function_argument_and_result(self) -> None:
+        text = (
+            "Write a Python function `snake(name)`. Examples:\n\n* 'aB' → 'a_b'\n"
+            "2. 'cD' -> 'c_d'\n\nso 'eF' becomes 'e_f'."
+        )
+        assert shown(text) == [
+            "snake('aB') == 'a_b'",
+            "snake('cD') == 'c_d'",
+            "snake('eF') == 'e_f'",
+        ]
+
+    def test_doctests_inside_a_fenced_docstring(self) -> None:
+        text = (
+            'Complete:\n\n```python\ndef f(a):\n    """Double.\n\n    >>> f(2)\n    4\n'
+            '    >>> f(0)\n    0\n    """\n```\n'
+        )
+        assert shown(text) == ["f(2) == 4", "f(0) == 0"]
+
     def test_input_output_pairs_call_the_named_function(self) -> None:
         text = (
             "Implement `two_sum(nums, target)`.\n\nExample 1:\nInput: nums = [2,7,11,15], "
