@@ -103,8 +103,8 @@ async def measure(
     references = load_references()
     found = [Quality("stated")]
     for item in items:
-        checks = stated(item.prompt).checks
-        found[0].judged.append(await judge(item.id, checks, references[item.id]))
+        given = stated(item.prompt).checks
+        found[0].judged.append(await judge(item.id, given, references[item.id]))
     if against is None or writer is None:
         return found
     found.append(Quality(f"written by {writer}"))
