@@ -205,7 +205,7 @@ def _plan(mend: Sequence[Mend], writers: Sequence[str], tries: int) -> list[tupl
 
 def _best(tried: Sequence[Tried]) -> Tried:
     """The best answer tried; the earliest among equals."""
-    return max(reversed(tried), key=Tried.rank)
+    return max(tried, key=Tried.rank)  # the first of the best, as max keeps the first
 
 
 def _repair(request: ChatRequest, best: Tried) -> ChatRequest:
@@ -235,7 +235,7 @@ def _decision(
     seconds: float,
 ) -> Decision:
     best = _best(tried)
-    winner = tried.index(best)
+    winner = next(index for index, t in enumerate(tried) if t is best)
     calls = [t.candidate.judged("accepted" if t is best else "rejected") for t in tried]
     why: Mapping[str, Any] = {
         "strategy": name,

@@ -9,16 +9,20 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from backends.base import ChatRequest
 from backends.config import Member
 from ensemble.base import Answer, Context, Options
+from ensemble.candidates import Candidate
 from ensemble.classify import Kind
+from ensemble.code_run import Assertion, Result, Trial
 from ensemble.config import TestedSettings as Settings
 from ensemble.route import Router
-from ensemble.tested import BRIEF
+from ensemble.tested import BRIEF, Tried, _best, _plan
 from ensemble.tested import Tested as Checked
-from tests.fakes import FakeNode, fake_pool
+from tests.fakes import FakeNode, content_chunk, fake_pool
 
 pytestmark = pytest.mark.anyio
 
@@ -187,3 +191,46 @@ class TestBrief:
         first, second = (r.body["messages"][-1]["content"] for r in node.requests)
         assert first.startswith(ASKED) and first.endswith(BRIEF)
         assert BRIEF not in second
+
+
+OUTCOMES = st.sampled_from(["pass", "fail"])
+
+
+@st.composite
+def tries(draw: st.DrawFn) -> list[Tried]:
+    """Answers judged by the same checks (a few stated, a few written), some refused."""
+    stated, written = draw(st.integers(0, 3)), draw(st.integers(0, 3))
+    count = draw(st.integers(1, 5))
+    found = []
+    for _ in range(count):
+        outcomes = draw(st.lists(OUTCOMES, min_size=stated + written, max_size=stated + written))
+        found.append(tried_with(outcomes[:stated], outcomes[stated:], draw(st.booleans())))
+    return found
+
+
+class TestChoice:
+    @settings(max_examples=300, deadline=None)
+    @given(tries())
+    def test_a_failed_answer_is_never_chosen_over_one_that_passed(self, tried: list[Tried]) -> None:
+        best = _best(tried)
+        if any(t.trial.clean for t in tried):
+            assert best.trial.clean
+        assert best.rank() == max(t.rank() for t in tried)
+        first = next(t for t in tried if t.rank() == best.rank())
+        assert best is first
+
+    def test_the_plan_escalates_only_to_writers_there_are(self) -> None:
+        assert _plan(("repair", "escalate", "escalate"), ("a", "b"), 8) == [
+            ("repair", "a"), ("escalate", "b")
+        ]  # fmt: skip
+        assert _plan(("resample", "repair", "escalate"), ("a", "b"), 2) == [("resample", "a")]
+
+
+def tried_with(stated: list[str], written: list[str], runs: bool) -> Tried:
+    results = tuple(
+        Result(Assertion(f"assert {i}", origin), None if outcome == "pass" else "no")
+        for origin, outcomes in (("example", stated), ("generated", written))
+        for i, outcome in enumerate(outcomes)
+    )
+    trial = Trial("x", results) if runs else Trial("x", refused="does not parse")
+    return Tried(Candidate("m", chunks=(content_chunk("x"),)), trial, "first")
