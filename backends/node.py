@@ -46,6 +46,24 @@ class NodeStats:
             self.tokens_per_second = _ewma(self.tokens_per_second, (tokens - 1) / decode)
 
 
+@dataclass(frozen=True, slots=True)
+class Pace:
+    """How fast a node has recently answered: time to first token and decode speed."""
+
+    ttft: float
+    tokens_per_second: float
+
+    def seconds(self, tokens: int) -> float:
+        """The expected time of an answer of ``tokens`` tokens."""
+        return self.ttft + tokens / self.tokens_per_second
+
+    @classmethod
+    def of(cls, stats: NodeStats) -> Pace | None:
+        if stats.ttft is None or not stats.tokens_per_second:
+            return None
+        return cls(stats.ttft, stats.tokens_per_second)
+
+
 def _ewma(old: float | None, new: float) -> float:
     return new if old is None else (1 - _ALPHA) * old + _ALPHA * new
 

@@ -41,7 +41,7 @@ from backends.errors import (
     StreamInterrupted,
 )
 from backends.fit import ESTIMATE, Counter, Fitted, Fitter, NativeCount
-from backends.node import ManagedNode
+from backends.node import ManagedNode, Pace
 from backends.relay import Leg, relay, until_commit
 from backends.selection import choose
 
@@ -109,6 +109,13 @@ class Pool:
             for h in hosts.values()
         )
         return own + shared
+
+    def member_pace(self, member: str) -> Pace | None:
+        """The pace of the fastest ready node of ``member`` that has answered (None: none
+        has yet)."""
+        ready = [n for n in self.nodes if n.member.name == member and n.health.available()]
+        paces = [p for p in (Pace.of(n.stats) for n in ready) if p is not None]
+        return max(paces, key=lambda p: p.tokens_per_second, default=None)
 
     def cheap_logprobs(self, member: str) -> bool:
         """True when every ready node of ``member`` gives log-probs at no extra cost."""

@@ -72,7 +72,9 @@ class TestedSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     examples are checked). An answer that fails its checks is mended in ``mend``'s order
     (``repair``: asked again with the failures shown; ``resample``: another sample;
     ``escalate``: the next writer), while a try still fits in ``deadline_ms`` (the request's
-    ``booagent.deadline_ms`` wins), at most ``tries`` answers in all. With ``brief`` a request
+    ``booagent.deadline_ms`` wins), at most ``tries`` answers in all. With ``fit_writer`` the
+    first writer asked is the first whose recent pace would answer ``expected_tokens`` (or the
+    request's ``max_tokens``) within the deadline, else the fastest. With ``brief`` a request
     that asks for no explanation is asked for the code first and a short note after it. Each
     run of an answer's checks may take ``cpu_seconds`` of CPU and ``wall_seconds`` in all.
     """
@@ -83,6 +85,8 @@ class TestedSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     tries: Annotated[int, msgspec.Meta(ge=1, le=8)] = 3
     deadline_ms: Annotated[int, msgspec.Meta(ge=100, le=600_000)] = 10_000
     brief: bool = False
+    fit_writer: bool = False
+    expected_tokens: Annotated[int, msgspec.Meta(ge=1)] = 300
     test_tokens: Annotated[int, msgspec.Meta(ge=32)] = 256
     cpu_seconds: Annotated[int, msgspec.Meta(ge=1, le=60)] = 2
     wall_seconds: Annotated[float, msgspec.Meta(gt=0, le=120)] = 5.0

@@ -17,12 +17,13 @@ Requests that ask for no code to be written, or for another language, and tool t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from typing import Any
 
 from backends.base import Backend, ChatRequest
+from backends.node import Pace
 from ensemble.base import Answer, Context, Strategy
 from ensemble.candidates import Candidate, ask
 from ensemble.classify import Kind, last_user_text
@@ -82,6 +83,7 @@ class Tested:
     settings: TestedSettings
     fallback: Strategy
     members: tuple[str, ...]
+    pace: Callable[[str], Pace | None] = lambda _: None
     name: str = "tested"
 
     def checkable(self, ctx: Context) -> bool:
@@ -93,8 +95,20 @@ class Tested:
     def deliberates(self, ctx: Context) -> bool:
         return self.checkable(ctx) or self.fallback.deliberates(ctx)
 
-    def writers(self, ctx: Context) -> tuple[str, ...]:
-        return ctx.options.members or self.settings.members or self.members
+    def writers(self, ctx: Context, budget: float) -> tuple[str, ...]:
+        """The writers in the order they are asked; with ``fit_writer`` the first is one whose
+        recent pace answers within ``budget`` seconds (the fastest when none does)."""
+        writers = ctx.options.members or self.settings.members or self.members
+        if not self.settings.fit_writer or ctx.options.members:
+            return writers
+        limit = ctx.body.get("max_completion_tokens") or ctx.body.get("max_tokens")
+        tokens = limit if isinstance(limit, int) else self.settings.expected_tokens
+        times = {w: pace.seconds(tokens) for w in writers if (pace := self.pace(w)) is not None}
+        if len(times) < len(writers):
+            return writers  # a writer not yet measured: the configured order
+        fits = [w for w in writers if times[w] <= budget]
+        first = fits[0] if fits else min(writers, key=times.__getitem__)
+        return (first, *(w for w in writers if w != first))
 
     def __call__(self, ctx: Context) -> AbstractAsyncContextManager[Answer]:
         if not self.checkable(ctx):
@@ -108,7 +122,7 @@ class Tested:
         task = last_user_text(ctx.body.get("messages") or [])
         given = stated(task)
         request = self._asked(ctx.request, task)
-        writers = self.writers(ctx)
+        writers = self.writers(ctx, budget)
         first, written = await self._first(request, writers[0], task, given)
         checks = given.checks or self._tests(written, given, first)
         tried = [await self._tried(first, checks, "first")]

@@ -209,6 +209,18 @@ class TestLogprobCost:
         assert not self.pool_of("llama_server").cheap_logprobs("other")
 
 
+class TestMemberPace:
+    def test_the_fastest_measured_ready_node_gives_the_pace(self) -> None:
+        pool = fake_pool([(FakeNode(f"n{i}"), Member(name="m")) for i in range(3)])
+        assert pool.member_pace("m") is None, "no node has answered yet"
+        pool.nodes[0].stats.record(ttft=1.0, tokens=21, duration=3.0)  # 10 tokens/s
+        pool.nodes[1].stats.record(ttft=0.5, tokens=41, duration=1.5)  # 40 tokens/s
+        pace = pool.member_pace("m")
+        assert pace is not None and (pace.ttft, pace.tokens_per_second) == (0.5, 40.0)
+        assert pace.seconds(100) == 3.0
+        assert pool.member_pace("other") is None
+
+
 def tiered(name: str, priority: int, **figures: float) -> ManagedNode:
     managed = node(name, in_flight=int(figures.get("in_flight", 0)))
     managed.spec = Node(name=name, member="m", url=f"http://{name}", priority=priority)

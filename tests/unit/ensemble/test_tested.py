@@ -6,6 +6,7 @@ whose names start with ``Test``.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 
 from backends.base import ChatRequest
 from backends.config import Member
+from backends.node import Pace
 from ensemble.base import Answer, Context, Options
 from ensemble.candidates import Candidate
 from ensemble.classify import Kind
@@ -234,3 +236,29 @@ def tried_with(stated: list[str], written: list[str], runs: bool) -> Tried:
     )
     trial = Trial("x", results) if runs else Trial("x", refused="does not parse")
     return Tried(Candidate("m", chunks=(content_chunk("x"),)), trial, "first")
+
+
+class TestFitWriter:
+    @pytest.mark.parametrize(
+        ("deadline_ms", "first"),
+        [(20_000, "writer"), (5_000, "strong"), (1_000, "strong")],
+    )
+    async def test_the_first_writer_is_one_whose_pace_fits_the_deadline(
+        self, deadline_ms: int, first: str
+    ) -> None:
+        """writer: 1 s + 300 tokens at 20/s = 16 s; strong: 0.5 s + 300 at 100/s = 3.5 s."""
+        paces = {"writer": Pace(1.0, 20.0), "strong": Pace(0.5, 100.0)}
+        strategy = replace(
+            checked(FakeNode("w", reply=GOOD), FakeNode("s", reply=GOOD), fit_writer=True),
+            pace=paces.get,
+        )
+        _, answer = await run(strategy, body(ASKED), Options(deadline_ms=deadline_ms))
+        assert answer.why["tries"][0]["member"] == first
+
+    async def test_an_unmeasured_writer_keeps_the_configured_order(self) -> None:
+        strategy = replace(
+            checked(FakeNode("w", reply=GOOD), FakeNode("s", reply=GOOD), fit_writer=True),
+            pace={"strong": Pace(0.1, 1000.0)}.get,
+        )
+        _, answer = await run(strategy, body(ASKED), Options(deadline_ms=1000))
+        assert answer.why["tries"][0]["member"] == "writer"
