@@ -34,6 +34,7 @@ import structlog
 from aiohttp import web
 
 from backends.facts import host_facts
+from backends.tls_listen import bad_request
 
 _log = structlog.get_logger("booagent.node")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -109,15 +110,8 @@ async def _require_certificate(request: web.Request, handler: Handler) -> web.St
 
 def refusal(url: str) -> bytes:
     """The answer to plain HTTP sent to the agent's port (:mod:`backends.tls_listen`)."""
-    body = _error(
-        f"this node speaks HTTPS with client certificates from the cluster CA: use {url}",
-        "https_required",
-    ).encode()
-    head = (
-        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
-        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
-    )
-    return head.encode() + body
+    message = f"this node speaks HTTPS with client certificates from the cluster CA: use {url}"
+    return bad_request(_error(message, "https_required").encode())
 
 
 def _served(request: web.Request) -> Served:

@@ -200,6 +200,16 @@ async def _request_head(loop: asyncio.AbstractEventLoop, conn: socket.socket) ->
     return head
 
 
+def bad_request(body: bytes) -> bytes:
+    """A whole ``400 Bad Request`` response with a JSON ``body``, closing the connection: the
+    answer to plain HTTP sent to a TLS port, written on the raw socket."""
+    head = (
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
 def https_url(head: bytes, local: tuple[str, int] | tuple[str, int, int, int]) -> str:
     """Where the plain-HTTP request should have gone: its own ``Host`` and target with
     https://, or this socket's address if the request does not say (or says oddly)."""

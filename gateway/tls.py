@@ -12,7 +12,7 @@ from pathlib import Path
 
 import msgspec
 
-from backends.tls_listen import HttpsListener, https_url, listening_sockets
+from backends.tls_listen import HttpsListener, bad_request, https_url, listening_sockets
 from gateway.errors import HttpsRequired, error_body
 
 __all__ = [
@@ -69,11 +69,5 @@ class ServerTls:
 
 def refusal(url: str) -> bytes:
     """The whole 400 response to a plain-HTTP request, with the OpenAI error body."""
-    body = msgspec.json.encode(error_body(HttpsRequired(f"this port speaks HTTPS: use {url}")))
-    head = (
-        "HTTP/1.1 400 Bad Request\r\n"
-        "content-type: application/json\r\n"
-        f"content-length: {len(body)}\r\n"
-        "connection: close\r\n\r\n"
-    )
-    return head.encode() + body
+    refused = HttpsRequired(f"this port speaks HTTPS: use {url}")
+    return bad_request(msgspec.json.encode(error_body(refused)))

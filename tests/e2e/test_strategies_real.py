@@ -23,7 +23,7 @@ def base(real_cluster: Cluster) -> Iterator[str]:
     strategies = {
         "keepalive_seconds": 0.2,
         "program": {"members": [CODER]},
-        "tested": {"members": [CODER]},
+        "tested": {"members": [CODER], "test_writer": CODER},
     }
     with running_gateway(real_cluster.settings(strategies)) as url:
         yield url
@@ -187,3 +187,17 @@ def test_tested_passes_other_requests_through(client: openai.OpenAI) -> None:
         model="booagent-cluster:tested", messages=MATH, max_tokens=16, temperature=0
     )
     assert done.model_extra["booagent"]["strategy"] == "route"  # type: ignore[index]
+
+
+def test_tested_asks_a_member_for_assertions_when_none_are_stated(client: openai.OpenAI) -> None:
+    """No example in the request: the test writer's assertions are run instead."""
+    asked = [{"role": "user", "content": "Write a Python function `is_even(n)` that returns "
+              "True when the integer n is even and False otherwise."}]  # fmt: skip
+    done = client.chat.completions.create(
+        model="booagent-cluster:tested", messages=asked, max_tokens=160, temperature=0
+    )
+    meta = done.model_extra["booagent"]  # type: ignore[index]
+    assert meta["checks"]["stated"] == 0 and meta["checks"]["by"] == CODER
+    assert meta["checks"]["written"] >= 1, meta
+    assert meta["tries"][0]["checks"] == meta["checks"]["written"]
+    assert any(c["outcome"] == "wrote_tests" for c in meta["calls"])
