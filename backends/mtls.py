@@ -14,7 +14,6 @@ log. Keys are read from files only and never logged.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import ssl
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from pathlib import Path
 import structlog
 
 from backends.errors import BooagentError
+from backends.filewatch import Watched, every
 
 _log = structlog.get_logger("booagent.tls")
 
@@ -84,18 +84,6 @@ def der_fingerprint(der: bytes) -> str:
     return hashlib.sha256(der).hexdigest()
 
 
-def _stamp(paths: tuple[Path, ...]) -> tuple[tuple[int, int], ...]:
-    stamps = []
-    for path in paths:
-        try:
-            found = path.stat()
-        except OSError:
-            stamps.append((0, 0))
-            continue
-        stamps.append((found.st_mtime_ns, found.st_size))
-    return tuple(stamps)
-
-
 class TlsFiles:
     """A TLS context built from ``cert``, ``key`` and ``ca``, rebuilt when they change."""
 
@@ -108,7 +96,7 @@ class TlsFiles:
     ) -> None:
         self.paths = (cert, key, ca)
         self._build = build
-        self._stamp = _stamp(self.paths)
+        self._files = Watched(*self.paths)
         self.context = build(cert, key, ca)
 
     @property
@@ -117,10 +105,8 @@ class TlsFiles:
 
     def refresh(self) -> bool:
         """Rebuild the context if a file changed; True when a new one is in force."""
-        stamp = _stamp(self.paths)
-        if stamp == self._stamp:
+        if not self._files.changed():
             return False
-        self._stamp = stamp
         try:
             self.context = self._build(*self.paths)
         except TlsError as exc:
@@ -131,6 +117,4 @@ class TlsFiles:
 
     async def watch(self, interval: float = 2.0) -> None:
         """Refresh every ``interval`` seconds, until cancelled."""
-        while True:
-            await asyncio.sleep(interval)
-            self.refresh()
+        await every(interval, self.refresh)

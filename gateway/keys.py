@@ -20,7 +20,6 @@ error in the log.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import secrets
@@ -34,6 +33,7 @@ import structlog
 import yaml
 
 from backends.errors import BooagentError
+from backends.filewatch import Watched, every
 from gateway.limits import ANONYMOUS, NO_LIMITS, Client, Limits
 
 _log = structlog.get_logger("booagent.keys")
@@ -124,14 +124,6 @@ def read_keys_file(path: Path) -> KeysFile:
         raise KeysError(f"{path}: {exc}") from exc
 
 
-def _stamp(path: Path) -> tuple[int, int, int] | None:
-    try:
-        found = path.stat()
-    except OSError:
-        return None
-    return (found.st_mtime_ns, found.st_size, found.st_ino)
-
-
 class KeyStore:
     """The keyring in force, replaced when the keys file changes."""
 
@@ -141,7 +133,7 @@ class KeyStore:
         self._api_keys = tuple(api_keys)
         self._path = path
         self._defaults = defaults
-        self._stamp = None if path is None else _stamp(path)
+        self._files = None if path is None else Watched(path)
         self.keyring = keyring(self._api_keys, self._read(), defaults)
 
     def _read(self) -> KeysFile | None:
@@ -150,9 +142,9 @@ class KeyStore:
     def reload(self) -> bool:
         """Read the keys file again; True when the new keys are in force. A file that does not
         load changes nothing (the error is logged, without any key)."""
-        if self._path is None:
+        if self._path is None or self._files is None:
             return False
-        self._stamp = _stamp(self._path)
+        self._files.seen()
         try:
             self.keyring = keyring(self._api_keys, self._read(), self._defaults)
         except KeysError as exc:
@@ -162,14 +154,15 @@ class KeyStore:
         return True
 
     def changed(self) -> bool:
-        return self._path is not None and _stamp(self._path) != self._stamp
+        return self._files is not None and self._files.changed()
+
+    def refresh(self) -> bool:
+        """Reload if the file changed; True when new keys are in force."""
+        return self.changed() and self.reload()
 
     async def watch(self, interval: float = 1.0) -> None:
         """Reload whenever the file changes, until cancelled."""
-        while True:
-            await asyncio.sleep(interval)
-            if self.changed():
-                self.reload()
+        await every(interval, self.refresh)
 
 
 def add_key(path: Path, name: str, limits: Limits | None = None) -> str:

@@ -87,12 +87,14 @@ def _curl(settings: Settings) -> str:
 
 class _HttpsServer(_Server):
     """uvicorn serving HTTPS on connections a :class:`gateway.tls.HttpsListener` accepts (it
-    answers plain HTTP with a 400). Only start-up differs from uvicorn's: its shutdown closes
-    the listeners and then the connections, as it does its own servers."""
+    answers plain HTTP with a 400), with the certificate and key re-read when they change.
+    Only start-up differs from uvicorn's: its shutdown closes the listeners and then the
+    connections, as it does its own servers."""
 
     def __init__(self, config: uvicorn.Config, tls: ServerTls) -> None:
         super().__init__(config)
         self.tls = tls
+        self._watch: asyncio.Task[None] | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await self.lifespan.startup()
@@ -106,7 +108,13 @@ class _HttpsServer(_Server):
             sys.exit(STARTUP_FAILURE)
         listeners = [HttpsListener(sock, self._protocol, self.tls, refusal) for sock in bound]
         self.servers = [cast("asyncio.Server", listener) for listener in listeners]
+        self._watch = asyncio.create_task(self.tls.watch())
         self.started = True
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+        await super().shutdown(sockets)
 
     def _protocol(self) -> asyncio.Protocol:
         """uvicorn's HTTP protocol for one connection, made as its own start-up makes it."""

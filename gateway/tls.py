@@ -11,9 +11,13 @@ import ssl
 from pathlib import Path
 
 import msgspec
+import structlog
 
+from backends.filewatch import Watched, every
 from backends.tls_listen import HttpsListener, bad_request, https_url, listening_sockets
 from gateway.errors import HttpsRequired, error_body
+
+_log = structlog.get_logger("booagent.serve")
 
 __all__ = [
     "HttpsListener",
@@ -55,16 +59,29 @@ def pair_problem(cert: Path, key: Path) -> str | None:
 
 class ServerTls:
     """The server's TLS context. Each new connection takes the context current at its
-    handshake, so :meth:`reload` changes certificates without a restart."""
+    handshake, so :meth:`refresh` changes certificates without a restart."""
 
     def __init__(self, cert: Path, key: Path) -> None:
         self.cert, self.key = cert, key
+        self._files = Watched(cert, key)
         self.context = server_context(cert, key)
 
-    def reload(self) -> None:
-        """Read the files again; connections accepted from now on use them, open ones keep
-        theirs. If the files are unusable, raises and keeps the current context."""
-        self.context = server_context(self.cert, self.key)
+    def refresh(self) -> bool:
+        """Read the files again if they changed; connections accepted from now on use them,
+        open ones keep theirs. Unusable files are logged and the current context is kept."""
+        if not self._files.changed():
+            return False
+        try:
+            self.context = server_context(self.cert, self.key)
+        except OSError as exc:
+            _log.error("https_reload_failed", cert=str(self.cert), error=str(exc))
+            return False
+        _log.info("https_reloaded", cert=str(self.cert))
+        return True
+
+    async def watch(self, interval: float = 2.0) -> None:
+        """Refresh every ``interval`` seconds, until cancelled."""
+        await every(interval, self.refresh)
 
 
 def refusal(url: str) -> bytes:

@@ -286,16 +286,34 @@ class TestShutdown:
 
 
 class TestReload:
-    def test_new_connections_use_reloaded_certificates(
-        self, gateway: Running, tmp_path: Path
-    ) -> None:
-        tls = gateway.server.tls  # type: ignore[attr-defined]
-        assert isinstance(tls, ServerTls)
+    def test_new_certificates_are_served_without_a_restart(self, tmp_path: Path) -> None:
+        """Files replaced on disk are picked up within the watch interval; connections
+        accepted from then on use them."""
+        own = init(tmp_path / "own")
         other = init(tmp_path / "other")
-        tls.cert, tls.key = other.gateway.cert, other.gateway.key
-        tls.reload()
-        with gateway.trusting(other.ca.cert) as client:
-            assert client.get(f"{gateway.https}/health").status_code == 200
+        with serving(own, asyncio.new_event_loop) as gateway:
+            own.gateway.cert.write_bytes(other.gateway.cert.read_bytes())
+            own.gateway.key.write_bytes(other.gateway.key.read_bytes())
+            deadline = time.monotonic() + 15
+            while not _serves_with(gateway, other.ca.cert):
+                assert time.monotonic() < deadline, "the new certificate was not taken up"
+                time.sleep(0.2)
+
+    def test_unusable_files_keep_the_current_certificate(self, tmp_path: Path) -> None:
+        own = init(tmp_path / "own")
+        tls = ServerTls(own.gateway.cert, own.gateway.key)
+        before = tls.context
+        assert not tls.refresh(), "nothing changed"
+        own.gateway.cert.write_text("not a certificate")
+        assert not tls.refresh() and tls.context is before
+
+
+def _serves_with(gateway: Running, ca: Path) -> bool:
+    try:
+        with gateway.trusting(ca) as client:
+            return client.get(f"{gateway.https}/health").status_code == 200
+    except httpx.ConnectError:
+        return False
 
 
 class TestListener:
