@@ -144,8 +144,9 @@ class Tested:
             return request
         messages = list(request.body.get("messages") or [])
         for index in range(len(messages) - 1, -1, -1):
-            if isinstance(messages[index], Mapping) and messages[index].get("role") == "user":
-                messages[index] = {**messages[index], "content": f"{task}\n\n{BRIEF}"}
+            message = messages[index]
+            if isinstance(message, Mapping) and message.get("role") == "user":
+                messages[index] = {**message, "content": _with_brief(message.get("content"))}
                 break
         return replace(request, body={**request.body, "messages": messages})
 
@@ -232,6 +233,14 @@ def _repair(request: ChatRequest, best: Tried) -> ChatRequest:
         {"role": "user", "content": FEEDBACK.format(failures=failures)},
     ]
     return replace(request, body={**request.body, "messages": messages})
+
+
+def _with_brief(content: Any) -> Any:
+    """A user message's content with :data:`BRIEF` after it (a text part for a list of
+    parts, so that images and other parts stay)."""
+    if isinstance(content, list):
+        return [*content, {"type": "text", "text": BRIEF}]
+    return f"{content}\n\n{BRIEF}"
 
 
 def _explanation_asked(task: str) -> bool:
