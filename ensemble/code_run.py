@@ -37,6 +37,9 @@ from ensemble.sandbox import (
 )
 
 Origin = Literal["example", "generated"]
+Reported = tuple[str | None, str, bool]
+"""What the child reported of one check: its failure, what the code printed, and whether the
+check's own assertion failed."""
 _SHOWN = 160
 
 # After the shared preamble (limits, no network): load the modules the code imports, install
@@ -83,8 +86,8 @@ checks = [compile(c, f"<check {i}>", "exec") for i, c in enumerate(job["checks"]
 sys.stdin = io.StringIO(job["stdin"])
 del job
 
-def _report(index, failure, printed=""):
-    _real.write(json.dumps([_nonce, index, failure, printed]) + "\n")
+def _report(index, failure, printed="", wrong=False):
+    _real.write(json.dumps([_nonce, index, failure, printed, wrong]) + "\n")
     _real.flush()
 
 sys.stdout = _printed
@@ -108,7 +111,7 @@ for _index, _check in enumerate(checks):
         exec(_check, namespace)
         _report(_index, None)
     except BaseException as exc:
-        _report(_index, _failure(exc) or "SystemExit")
+        _report(_index, _failure(exc) or "SystemExit", "", isinstance(exc, AssertionError))
 _exit(0)
 """
 
@@ -146,10 +149,13 @@ Check = Assertion | ProgramRun
 
 @dataclass(frozen=True, slots=True)
 class Result:
-    """One check's outcome: ``failure`` is ``None`` when it passed, else why not."""
+    """One check's outcome: ``failure`` is ``None`` when it passed, else why not; ``wrong``
+    when the code ran and gave another value than the check expects (rather than raising,
+    running too long or not loading)."""
 
     check: Check
     failure: str | None
+    wrong: bool = False
 
     @property
     def passed(self) -> bool:
@@ -169,6 +175,18 @@ class Trial:
     results: tuple[Result, ...] = ()
     refused: str | None = None
 
+    def faults(self) -> tuple[Result, ...]:
+        """The failures that count against the answer: any stated example's, and a written
+        assertion's only when the code did not run through it (it raised, hung, did not load).
+        A written assertion's expected value is often wrong itself (docs/eval/checks.md),
+        so a value that differs from it is no fault of the answer's."""
+        return tuple(r for r in self.failed() if r.check.origin == "example" or not r.wrong)
+
+    def ran(self, origin: Origin) -> int:
+        """How many checks of ``origin`` the code ran through without a fault."""
+        faults = self.faults()
+        return sum(r not in faults for r in self.results if r.check.origin == origin)
+
     def passed(self, origin: Origin | None = None) -> int:
         return sum(r.passed for r in self.results if origin is None or r.check.origin == origin)
 
@@ -185,6 +203,8 @@ class Trial:
     def summary(self) -> dict[str, object]:
         """What the ``booagent`` object shows of the trial."""
         shown: dict[str, object] = {"checks": len(self.results), "passed": self.passed()}
+        if len(self.faults()) != len(self.failed()):
+            shown["faults"] = len(self.faults())
         if self.refused is not None:
             shown["refused"] = self.refused
         failed = self.failed()
@@ -243,7 +263,7 @@ async def _assert_all(code: str, assertions: list[Assertion], limits: Limits) ->
 
 
 def _assertion_results(
-    assertions: list[Assertion], lines: dict[int, tuple[str | None, str]], ended: str
+    assertions: list[Assertion], lines: dict[int, Reported], ended: str
 ) -> list[Result]:
     loaded = lines.get(-1)
     if loaded is None or loaded[0] is not None:
@@ -252,7 +272,10 @@ def _assertion_results(
     results = []
     for index, assertion in enumerate(assertions):
         found = lines.get(index)
-        results.append(Result(assertion, found[0] if found else ended or "did not finish"))
+        if found is None:
+            results.append(Result(assertion, ended or "did not finish"))
+        else:
+            results.append(Result(assertion, found[0], found[2]))
     return results
 
 
@@ -262,11 +285,11 @@ async def _run_program(code: str, run: ProgramRun, limits: Limits) -> Result:
     found = lines.get(-1)
     if found is None:
         return Result(run, ended or "the program printed nothing")
-    failure, printed = found
+    failure, printed, _ = found
     if failure is not None:
         return Result(run, failure)
     if _lines(printed) != _lines(run.stdout):
-        return Result(run, f"it printed {_clip(printed)!r}")
+        return Result(run, f"it printed {_clip(printed)!r}", wrong=True)
     return Result(run, None)
 
 
@@ -286,7 +309,7 @@ def _modules(*sources: str) -> list[str]:
 
 async def _child(
     fields: Mapping[str, object], modules: list[str], limits: Limits
-) -> tuple[dict[int, tuple[str | None, str]], str]:
+) -> tuple[dict[int, Reported], str]:
     """Run the checks' child; the reported lines by index, and why it ended early (or "")."""
     nonce = os.urandom(16).hex()
     command = await asyncio.to_thread(child_command, _RUN_CHECKS)
@@ -301,7 +324,7 @@ async def _child(
             env=CHILD_ENV,
             start_new_session=True,
         )
-        lines: dict[int, tuple[str | None, str]] = {}
+        lines: dict[int, Reported] = {}
         try:
             ended = await _read_results(child, job, limits, nonce, lines)
         finally:
@@ -315,7 +338,7 @@ async def _read_results(
     job: bytes,
     limits: Limits,
     nonce: str,
-    lines: dict[int, tuple[str | None, str]],
+    lines: dict[int, Reported],
 ) -> str:
     """Fill ``lines`` as the child reports; why it stopped early, or "" when it finished."""
     assert child.stdin is not None and child.stdout is not None
@@ -337,14 +360,14 @@ async def _read_results(
     return "" if status in (0, 1) else _status(status)
 
 
-def _parse(line: bytes, nonce: str, lines: dict[int, tuple[str | None, str]]) -> None:
+def _parse(line: bytes, nonce: str, lines: dict[int, Reported]) -> None:
     try:
         found = json.loads(line)
     except ValueError:
         return
-    if isinstance(found, list) and len(found) == 4 and found[0] == nonce:
-        _, index, failure, printed = found
-        lines[int(index)] = (failure, str(printed))
+    if isinstance(found, list) and len(found) == 5 and found[0] == nonce:
+        _, index, failure, printed, wrong = found
+        lines[int(index)] = (failure, str(printed), bool(wrong))
 
 
 def _status(status: int) -> str:

@@ -2,13 +2,16 @@
 
 The checks are the examples the request states (:mod:`ensemble.code_checks`: doctests,
 ``f(x) == y``, input/output pairs, sample runs of a program), or, when it states none,
-assertions a member writes from the request (asked separately, read as weaker evidence). The
-first writer's answer runs against them in the sandbox (:mod:`ensemble.code_run`); an answer
-that fails is mended in the configured order (repaired with its failures shown, sampled again,
-or escalated to the next writer) while another try fits in the deadline. The answer given is
-the best tried: every stated example passing first, then the most stated, then the most
-written assertions passing; among equals, the earliest. So an answer that failed its checks is
-never given when one that passed them exists.
+assertions a member writes from the request (asked separately). Written assertions are weaker
+evidence: a third of those the 0.5B writes expect a wrong value (docs/eval/checks.md), so an
+answer is faulted by them only when it raises, hangs or does not load on their inputs, not for
+giving another value. The first writer's answer runs against the checks in the sandbox
+(:mod:`ensemble.code_run`); an answer with a fault is mended in the configured order (repaired
+with its faults shown, sampled again, or escalated to the next writer) while another try fits
+in the deadline. The answer given is the best tried: every stated example passing first, then
+the most stated, then the most written assertions run through, then the most of their values
+met; among equals, the earliest. So an answer that failed its checks is never given when one
+that passed them exists.
 
 Requests that ask for no code to be written, or for another language, and tool turns are the
 ``fallback`` strategy's, unchanged.
@@ -61,15 +64,22 @@ class Tried:
 
     def rank(self) -> tuple[int, ...]:
         """Higher is better: an answer that ran, every stated example passing, how many
-        passed, then how many written assertions passed."""
+        passed, how many written assertions it ran through without a fault, then how many
+        of those gave the value the assertion expects."""
         examples = self.trial.failed("example")
         return (
             int(self.candidate.ok),
             int(self.trial.refused is None),
             int(not examples),
             self.trial.passed("example"),
+            self.trial.ran("generated"),
             self.trial.passed("generated"),
         )
+
+    @property
+    def sound(self) -> bool:
+        """An answer that ran, with no fault found (see :meth:`Trial.faults`)."""
+        return self.candidate.ok and self.trial.refused is None and not self.trial.faults()
 
     def shown(self) -> dict[str, Any]:
         return {"member": self.candidate.member, "how": self.how, **self.trial.summary()}
@@ -129,7 +139,7 @@ class Tested:
         plan = _plan(self.settings.mend, writers, self.settings.tries)
         for how, member in plan:
             best = _best(tried)
-            if best.trial.clean or not checks:
+            if best.sound or not checks:
                 break
             if loop.time() - started + max(t.candidate.latency for t in tried) > budget:
                 break
@@ -224,7 +234,7 @@ def _best(tried: Sequence[Tried]) -> Tried:
 
 
 def _repair(request: ChatRequest, best: Tried) -> ChatRequest:
-    failures = "\n".join(f"- {r.shown()}" for r in best.trial.failed()[:_SHOWN_FAILURES])
+    failures = "\n".join(f"- {r.shown()}" for r in best.trial.faults()[:_SHOWN_FAILURES])
     if best.trial.refused is not None:
         failures = f"- {best.trial.refused}"
     messages = [

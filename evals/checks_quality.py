@@ -42,6 +42,9 @@ class Judged:
     sound: int
     telling: int
     unsound: tuple[str, ...] = ()
+    faultless: int = 0
+    """Checks the reference runs through without a fault (a differing value is none for a
+    written assertion: :meth:`ensemble.code_run.Trial.faults`)."""
 
 
 @dataclass
@@ -58,9 +61,12 @@ class Quality:
         sound = sum(j.sound for j in having)
         telling = sum(j.telling for j in having)
         all_sound = sum(j.sound == j.checks for j in having)
+        faultless = sum(j.faultless for j in having)
+        all_faultless = sum(j.faultless == j.checks for j in having)
         return (
             f"| {self.source} | {items} | {len(having)} | {checks} | {_pct(sound, checks)} | "
-            f"{_pct(all_sound, len(having))} | {_pct(telling, checks)} |"
+            f"{_pct(all_sound, len(having))} | {_pct(telling, checks)} | "
+            f"{_pct(faultless, checks)} | {_pct(all_faultless, len(having))} |"
         )
 
 
@@ -76,7 +82,8 @@ async def judge(item: str, checks: Sequence[Check], reference: str) -> Judged:
     empty = await run_checks(stub_of(reference), checks, _LIMITS)
     unsound = tuple(r.shown()[:200] for r in right.results if not r.passed)
     telling = sum(not r.passed for r in empty.results)
-    return Judged(item, len(checks), right.passed(), telling, unsound)
+    faultless = len(checks) - len(right.faults())
+    return Judged(item, len(checks), right.passed(), telling, unsound, faultless)
 
 
 def entry_of(item: Item, reference: str) -> str:
@@ -97,9 +104,7 @@ async def written(client: openai.AsyncOpenAI, writer: str, item: Item, entry: st
     return list(written_tests(text, (entry,)))
 
 
-async def measure(
-    items: Sequence[Item], against: str | None, writer: str | None
-) -> list[Quality]:
+async def measure(items: Sequence[Item], against: str | None, writer: str | None) -> list[Quality]:
     references = load_references()
     found = [Quality("stated")]
     for item in items:
@@ -120,13 +125,16 @@ def markdown(qualities: Sequence[Quality], split: str) -> str:
     lines = [
         f"# Checks of the `tested` strategy, on the code items ({split} split)",
         "",
-        "| source | items | with checks | checks | sound | items all sound | telling |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| source | items | with checks | checks | sound | items all sound | telling | "
+        "no fault | items without a fault |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         *(q.row() for q in qualities),
         "",
         "*Sound*: the item's reference solution passes the check. *Telling*: a stub with the "
-        "reference's names that returns None fails it. An unsound check can make the strategy "
-        "reject a right answer.",
+        "reference's names that returns None fails it. *No fault*: the reference runs through "
+        "the check without a fault as the strategy counts them (a stated example must pass; a "
+        "written assertion only must not make the code raise, hang or fail to load, since its "
+        "expected value is often wrong). A faulting check sends a right answer back for repair.",
     ]
     for quality in qualities:
         unsound = [(j.item, u) for j in quality.judged for u in j.unsound][:_SHOWN]

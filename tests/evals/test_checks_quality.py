@@ -15,6 +15,7 @@ def test_sound_and_telling_checks_are_counted() -> None:
     found = asyncio.run(judge("code-x", checks, REFERENCE))
     assert (found.checks, found.sound, found.telling) == (3, 2, 3)
     assert found.unsound == ("double(3) == 7: got 6",)
+    assert found.faultless == 2, "a stated example that fails is a fault"
 
 
 def test_an_item_without_checks_is_not_run() -> None:
@@ -22,8 +23,7 @@ def test_an_item_without_checks_is_not_run() -> None:
 
 
 def test_the_report_row_counts_only_items_with_checks() -> None:
-    quality = Quality(
-        "stated", [Judged("a", 2, 2, 1), Judged("b", 0, 0, 0), Judged("c", 2, 1, 2, ("x",))]
-    )
-    assert quality.row() == "| stated | 3 | 2 | 4 | 75% | 50% | 75% |"
+    judged = [Judged("a", 2, 2, 1, (), 2), Judged("b", 0, 0, 0), Judged("c", 2, 1, 2, ("x",), 1)]
+    quality = Quality("stated", judged)
+    assert quality.row() == "| stated | 3 | 2 | 4 | 75% | 50% | 75% | 75% | 50% |"
     assert "- `c`: `x`" in markdown([quality], "dev")

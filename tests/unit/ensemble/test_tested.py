@@ -134,15 +134,30 @@ class TestStatedExamples:
 
 class TestWrittenTests:
     async def test_a_member_writes_assertions_when_the_request_states_none(self) -> None:
+        """An answer that raises on the written assertions' inputs is repaired."""
         asserts = "```python\nassert double(3) == 6\nassert double(0) == 0\nprint('x')\n```"
         tester = FakeNode("t", reply=asserts)
-        strategy = checked(FakeNode("w", reply=repaired_by(GOOD, WRONG)), FakeNode("s", reply=GOOD),
-                          tester, test_writer="tester")  # fmt: skip
+        writer = FakeNode("w", reply=repaired_by(GOOD, RAISES))
+        strategy = checked(writer, FakeNode("s", reply=GOOD), tester, test_writer="tester")
         text, answer = await run(strategy, body(UNSTATED))
         assert text == GOOD
         assert answer.why["checks"] == {"stated": 0, "written": 2, "by": "tester"}
         assert "`double`" in tester.requests[0].body["messages"][0]["content"]
         assert ("tester", "wrote_tests") in members_asked(answer)
+        assert [t["how"] for t in answer.why["tries"]] == ["first", "repair"]
+
+    async def test_another_value_than_a_written_assertion_expects_is_no_fault(self) -> None:
+        """Written assertions often expect a wrong value: differing from one does not send
+        the answer back."""
+        asserts = "```python\nassert double(3) == 7\n```"
+        strategy = checked(FakeNode("w", reply=GOOD), FakeNode("s", reply=GOOD),
+                          FakeNode("t", reply=asserts), test_writer="tester")  # fmt: skip
+        text, answer = await run(strategy, body(UNSTATED))
+        assert text == GOOD
+        assert answer.why["tries"] == [{"member": "writer", "how": "first", "checks": 1,
+                                        "passed": 0, "faults": 0,
+                                        "first_failure": "double(3) == 7: got 6"}]  # fmt: skip
+        assert answer.why["passed"] is False
 
     async def test_without_a_test_writer_an_unstated_request_is_answered_unchecked(self) -> None:
         text, answer = await run(checked(FakeNode("w", reply=WRONG)), body(UNSTATED))
@@ -195,7 +210,7 @@ class TestBrief:
         assert BRIEF not in second
 
 
-OUTCOMES = st.sampled_from(["pass", "fail"])
+OUTCOMES = st.sampled_from(["pass", "wrong", "crash"])
 
 
 @st.composite
@@ -217,6 +232,8 @@ class TestChoice:
         best = _best(tried)
         if any(t.trial.clean for t in tried):
             assert best.trial.clean
+        if any(t.sound for t in tried):
+            assert best.sound
         assert best.rank() == max(t.rank() for t in tried)
         first = next(t for t in tried if t.rank() == best.rank())
         assert best is first
@@ -230,7 +247,11 @@ class TestChoice:
 
 def tried_with(stated: list[str], written: list[str], runs: bool) -> Tried:
     results = tuple(
-        Result(Assertion(f"assert {i}", origin), None if outcome == "pass" else "no")
+        Result(
+            Assertion(f"assert {i}", origin),
+            None if outcome == "pass" else "no",
+            wrong=outcome == "wrong",
+        )
         for origin, outcomes in (("example", stated), ("generated", written))
         for i, outcome in enumerate(outcomes)
     )
