@@ -2,6 +2,12 @@ import gc
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
+
+# Property tests judge behaviour, not speed (speed is measured by benchmarks): no per-example
+# deadline, which a busy machine would otherwise turn into failures.
+settings.register_profile("booagent", deadline=None)
+settings.load_profile("booagent")
 
 
 @pytest.fixture
