@@ -369,16 +369,18 @@ def _block(text: str) -> str:
 
 
 TEST_INSTRUCTION = (
-    "Write between 3 and 5 Python assert statements that a correct solution of the task below "
-    "must pass. Call {entry} directly, use small concrete inputs whose results you are sure "
-    "of, and include one edge case. Do not write the solution. Reply with only the asserts in "
-    "a Python code block.\n\nTask: {task}"
+    'A programming task:\n\n"""\n{task}\n"""\n\nDo not solve the task. Instead write 3 to 5 test '
+    "assertions for {entry}, each one line of the form "
+    "`assert {name}(<arguments>) == <expected result>` with concrete values, one of them an "
+    "edge case. Reply with only the assert lines in a Python code block."
 )
+"""The task comes first and the instruction last: small models follow the last instruction they
+read, and a task often ends with one of its own ("reply with only the code")."""
 
 
 def test_request(task: str, entry: str) -> str:
     """The message asking a member for assertions about ``entry``."""
-    return TEST_INSTRUCTION.format(entry=f"`{entry}`", task=task)
+    return TEST_INSTRUCTION.format(entry=f"`{entry}`", name=entry, task=task)
 
 
 def written_tests(answer: str, names: tuple[str, ...], limit: int = 5) -> tuple[Assertion, ...]:

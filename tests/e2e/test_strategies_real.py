@@ -194,10 +194,15 @@ def test_tested_asks_a_member_for_assertions_when_none_are_stated(client: openai
     asked = [{"role": "user", "content": "Write a Python function `is_even(n)` that returns "
               "True when the integer n is even and False otherwise."}]  # fmt: skip
     done = client.chat.completions.create(
-        model="booagent-cluster:tested", messages=asked, max_tokens=160, temperature=0
+        model="booagent-cluster:tested",
+        messages=asked,
+        max_tokens=160,
+        temperature=0,
+        extra_body={"booagent": {"explain": True}},
     )
     meta = done.model_extra["booagent"]  # type: ignore[index]
     assert meta["checks"]["stated"] == 0 and meta["checks"]["by"] == CODER
-    assert meta["checks"]["written"] >= 1, meta
+    written = [c.get("text") for c in meta["calls"] if c["outcome"] == "wrote_tests"]
+    assert meta["checks"]["written"] >= 1, written
     assert meta["tries"][0]["checks"] == meta["checks"]["written"]
     assert any(c["outcome"] == "wrote_tests" for c in meta["calls"])
