@@ -23,7 +23,7 @@ def base(real_cluster: Cluster) -> Iterator[str]:
     strategies = {
         "keepalive_seconds": 0.2,
         "program": {"members": [CODER]},
-        "tested": {"members": [CODER], "test_writer": CODER},
+        "tested": {"members": [CODER], "test_writer": CODER, "test_tokens": 160},
     }
     with running_gateway(real_cluster.settings(strategies)) as url:
         yield url
@@ -193,10 +193,10 @@ def test_tested_asks_a_member_for_assertions_when_none_are_stated(client: openai
     """No example in the request: the test writer's assertions are run instead."""
     asked = [{"role": "user", "content": "Write a Python function `is_even(n)` that returns "
               "True when the integer n is even and False otherwise."}]  # fmt: skip
-    done = client.chat.completions.create(
+    done = client.with_options(timeout=300).chat.completions.create(
         model="booagent-cluster:tested",
         messages=asked,
-        max_tokens=160,
+        max_tokens=128,
         temperature=0,
         extra_body={"booagent": {"explain": True}},
     )
