@@ -19,21 +19,18 @@ import ast
 import asyncio
 import json
 import os
-import signal
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from ensemble.sandbox import (
-    CHILD_ENV,
     CODE_POLICY,
     Limits,
-    child_command,
     child_job,
+    contained,
     imported,
-    kill_group,
     screen,
+    status_reason,
 )
 
 Origin = Literal["example", "generated"]
@@ -312,24 +309,10 @@ async def _child(
 ) -> tuple[dict[int, Reported], str]:
     """Run the checks' child; the reported lines by index, and why it ended early (or "")."""
     nonce = os.urandom(16).hex()
-    command = await asyncio.to_thread(child_command, _RUN_CHECKS)
     job = child_job(limits, nonce=nonce, modules=modules, **fields)
-    with tempfile.TemporaryDirectory(prefix="booagent-code-") as workdir:
-        child = await asyncio.create_subprocess_exec(
-            *command,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-            cwd=workdir,
-            env=CHILD_ENV,
-            start_new_session=True,
-        )
-        lines: dict[int, Reported] = {}
-        try:
-            ended = await _read_results(child, job, limits, nonce, lines)
-        finally:
-            kill_group(child.pid)
-            await child.communicate()
+    lines: dict[int, Reported] = {}
+    async with contained(_RUN_CHECKS, "booagent-code-") as child:
+        ended = await _read_results(child, job, limits, nonce, lines)
     return lines, ended
 
 
@@ -357,7 +340,7 @@ async def _read_results(
         return f"ran longer than {limits.wall_seconds:g} s"
     except ValueError:  # a line longer than the stream's limit: not one of ours
         return f"the code printed more than {limits.output_bytes} bytes"
-    return "" if status in (0, 1) else _status(status)
+    return "" if status in (0, 1) else status_reason(status)
 
 
 def _parse(line: bytes, nonce: str, lines: dict[int, Reported]) -> None:
@@ -368,14 +351,6 @@ def _parse(line: bytes, nonce: str, lines: dict[int, Reported]) -> None:
     if isinstance(found, list) and len(found) == 5 and found[0] == nonce:
         _, index, failure, printed, wrong = found
         lines[int(index)] = (failure, str(printed), bool(wrong))
-
-
-def _status(status: int) -> str:
-    if status == -signal.SIGXCPU:
-        return "used up its CPU time"
-    if status < 0:
-        return f"was killed ({signal.Signals(-status).name})"
-    return f"exited with status {status}"
 
 
 def _clip(text: str) -> str:

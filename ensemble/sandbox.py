@@ -37,6 +37,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 ALLOWED_MODULES = frozenset(
@@ -253,15 +254,15 @@ def kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
-async def run_program(code: str, limits: Limits = Limits()) -> ProgramRun:
-    """Screen ``code``, run it in a contained child, and return what it printed."""
-    refused = screen(code)
-    if refused is not None:
-        return ProgramRun("", refused)
-    nonce = os.urandom(16).hex()
+@contextlib.asynccontextmanager
+async def contained(runner: str, prefix: str) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A child running ``runner`` after the preamble (:func:`child_command`) in an empty
+    temporary directory, with an empty environment; when the block ends it is killed with its
+    process group and its output read to the end (asyncio's ``wait()`` also waits for the pipe
+    to close, and a pipe left unread past its buffer's limit never does)."""
     # The first call probes `unshare` with subprocess.run: not on the event loop.
-    command = await asyncio.to_thread(child_command, _RUN_PROGRAM)
-    with tempfile.TemporaryDirectory(prefix="booagent-program-") as workdir:
+    command = await asyncio.to_thread(child_command, runner)
+    with tempfile.TemporaryDirectory(prefix=prefix) as workdir:
         child = await asyncio.create_subprocess_exec(
             *command,
             stdin=asyncio.subprocess.PIPE,
@@ -272,13 +273,21 @@ async def run_program(code: str, limits: Limits = Limits()) -> ProgramRun:
             start_new_session=True,
         )
         try:
-            job = child_job(limits, code=code, nonce=nonce, modules=sorted(ALLOWED_MODULES))
-            return await _outcome(child, job, limits, nonce)
+            yield child
         finally:
             kill_group(child.pid)
-            # Read what is left to the end: asyncio's wait() also waits for the pipe to close,
-            # and a pipe left unread past its buffer's limit never does.
             await child.communicate()
+
+
+async def run_program(code: str, limits: Limits = Limits()) -> ProgramRun:
+    """Screen ``code``, run it in a contained child, and return what it printed."""
+    refused = screen(code)
+    if refused is not None:
+        return ProgramRun("", refused)
+    nonce = os.urandom(16).hex()
+    async with contained(_RUN_PROGRAM, "booagent-program-") as child:
+        job = child_job(limits, code=code, nonce=nonce, modules=sorted(ALLOWED_MODULES))
+        return await _outcome(child, job, limits, nonce)
 
 
 async def _outcome(
@@ -301,7 +310,7 @@ async def _outcome(
     printed, _, failure = text.rpartition(f"\n{nonce} ")
     if failure:
         return ProgramRun(printed, failure.strip())
-    return ProgramRun(text, _status_reason(status))
+    return ProgramRun(text, f"the program {status_reason(status)}")
 
 
 async def _read_at_most(stream: asyncio.StreamReader, limit: int) -> bytes:
@@ -315,9 +324,10 @@ async def _read_at_most(stream: asyncio.StreamReader, limit: int) -> bytes:
     return data
 
 
-def _status_reason(status: int) -> str:
+def status_reason(status: int) -> str:
+    """Why a child ended with ``status`` (a signal when negative), as a predicate."""
     if status == -signal.SIGXCPU:
-        return "the program used up its CPU time"
+        return "used up its CPU time"
     if status < 0:
-        return f"the program was killed ({signal.Signals(-status).name})"
-    return f"the program exited with status {status}"
+        return f"was killed ({signal.Signals(-status).name})"
+    return f"exited with status {status}"

@@ -142,7 +142,7 @@ class KeyStore:
     def reload(self) -> bool:
         """Read the keys file again; True when the new keys are in force. A file that does not
         load changes nothing (the error is logged, without any key)."""
-        if self._path is None or self._files is None:
+        if self._files is None:
             return False
         self._files.seen()
         try:
