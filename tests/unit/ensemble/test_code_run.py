@@ -8,7 +8,7 @@ from ensemble.code_run import Assertion, ProgramRun, Trial, as_assertion, run_ch
 from ensemble.sandbox import CODE_POLICY, Limits, screen
 
 pytestmark = pytest.mark.anyio
-QUICK = Limits(cpu_seconds=1, wall_seconds=3)
+QUICK = Limits(cpu_seconds=1, wall_seconds=10)  # wall time only bounds a hung test
 DOUBLE = "def double(n):\n    return 2 * n\n"
 
 
@@ -121,7 +121,9 @@ class TestContainment:
     async def test_a_program_that_never_ends_is_stopped_by_the_wall_clock(self) -> None:
         code = "import time\ndef f():\n    time.sleep(60)\n"
         found = await run_checks(code, checks("assert f() is None"), Limits(5, 1.0))
-        assert found.results[0].failure == "ran longer than 1 s"
+        # On a busy machine the wall clock may run out before the code has loaded: the
+        # failure then says so first.
+        assert (found.results[0].failure or "").endswith("ran longer than 1 s")
 
     async def test_printing_cannot_pass_for_a_result(self) -> None:
         code = (
