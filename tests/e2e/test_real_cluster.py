@@ -32,7 +32,7 @@ class TestModels:
     def test_virtual_model_first_then_members(self, client: openai.OpenAI) -> None:
         """The listing names the virtual model first, its strategies, then every member."""
         ids = [m.id for m in client.models.list()]
-        names = ("auto", "route", "cascade", "ensemble", "program")
+        names = ("auto", "route", "cascade", "ensemble", "program", "tested")
         strategies = [f"booagent-cluster:{s}" for s in names]
         assert ids == ["booagent-cluster", *strategies, SMOL, CODER]
 
