@@ -13,8 +13,11 @@ the most stated, then the most written assertions run through, then the most of 
 met; among equals, the earliest. So an answer that failed its checks is never given when one
 that passed them exists.
 
-Requests that ask for no code to be written, or for another language, and tool turns are the
-``fallback`` strategy's, unchanged.
+A request that offers tools is checked too, when it is a user's turn that leaves the choice to
+the model (``tool_choice`` auto or none): its writers are the members able to call tools, a
+first answer that calls a tool is given as it is (the client runs it), and a text answer is
+checked as any other. Requests that ask for no code to be written, or for another language,
+turns that carry a tool's result or require a call, are the ``fallback`` strategy's, unchanged.
 """
 
 from __future__ import annotations
@@ -94,13 +97,25 @@ class Tested:
     fallback: Strategy
     members: tuple[str, ...]
     pace: Callable[[str], Pace | None] = lambda _: None
+    callers: frozenset[str] = frozenset()
     name: str = "tested"
 
     def checkable(self, ctx: Context) -> bool:
-        """A code request, not a tool turn, asking for Python to be written."""
-        if ctx.tools or ctx.kind is not Kind.CODE:
+        """A code request asking for Python to be written, on a user's turn; one that offers
+        tools only when the model may answer without a call and a writer can render them."""
+        if ctx.kind is not Kind.CODE or not _users_turn(ctx.body):
+            return False
+        if ctx.tools and not (_text_allowed(ctx.body) and self.configured(ctx)):
             return False
         return python_code_asked(last_user_text(ctx.body.get("messages") or []))
+
+    def configured(self, ctx: Context) -> tuple[str, ...]:
+        """The writers the request or the configuration names; on a turn that offers tools,
+        only those able to call them (all, when no member is marked)."""
+        writers = ctx.options.members or self.settings.members or self.members
+        if not ctx.tools or not self.callers:
+            return writers
+        return tuple(w for w in writers if w in self.callers)
 
     def deliberates(self, ctx: Context) -> bool:
         return self.checkable(ctx) or self.fallback.deliberates(ctx)
@@ -108,7 +123,7 @@ class Tested:
     def writers(self, ctx: Context, budget: float) -> tuple[str, ...]:
         """The writers in the order they are asked; with ``fit_writer`` the first is one whose
         recent pace answers within ``budget`` seconds (the fastest when none does)."""
-        writers = ctx.options.members or self.settings.members or self.members
+        writers = self.configured(ctx)
         if not self.settings.fit_writer or ctx.options.members:
             return writers
         limit = ctx.body.get("max_completion_tokens") or ctx.body.get("max_tokens")
@@ -134,6 +149,8 @@ class Tested:
         request = self._asked(ctx.request, task)
         writers = self.writers(ctx, budget)
         first, written = await self._first(request, writers[0], task, given)
+        if first.acc.tool_calls:
+            return _called(self.name, first, written, loop.time() - started)
         checks = given.checks or self._tests(written, given, first)
         tried = [await self._tried(first, checks, "first")]
         plan = _plan(self.settings.mend, writers, self.settings.tries)
@@ -257,6 +274,28 @@ def _explanation_asked(task: str) -> bool:
     lowered = task.lower()
     return any(word in lowered for word in ("explain", "explanation", "why ", "step by step",
                                             "walk me through", "comment"))  # fmt: skip
+
+
+def _users_turn(body: Mapping[str, Any]) -> bool:
+    """The conversation ends with a user's message (not a tool's result to answer from)."""
+    messages = body.get("messages")
+    last = messages[-1] if isinstance(messages, list) and messages else None
+    return isinstance(last, Mapping) and last.get("role") == "user"
+
+
+def _text_allowed(body: Mapping[str, Any]) -> bool:
+    """The client leaves the model free to answer in text (``tool_choice`` auto or none)."""
+    return body.get("tool_choice", "auto") in ("auto", "none", None)
+
+
+def _called(name: str, first: Candidate, written: Candidate | None, seconds: float) -> Decision:
+    """The first answer calls a tool: given as it is, unchecked (the client runs the call)."""
+    calls = [first.judged("accepted")]
+    if written is not None:
+        calls.append(written.judged("wrote_tests"))
+    why = {"strategy": name, "checks": {"stated": 0, "written": 0, "by": None}, "tries": [],
+           "passed": False, "tool_call": True, "seconds": round(seconds, 3)}  # fmt: skip
+    return Decision(name, tuple(calls), 0 if first.ok else None, why)
 
 
 def _decision(

@@ -152,7 +152,7 @@ def _strategies(settings: Settings, pool: Pool) -> dict[str, Strategy]:
         "cascade": Cascade(pool, config.cascade, members, pool.cheap_logprobs, callers),
         "ensemble": Ensemble(pool, config.ensemble, members, pool.member_slots, callers),
         "program": Program(pool, config.program, router, members),
-        "tested": Tested(pool, config.tested, router, members, pool.member_pace),
+        "tested": Tested(pool, config.tested, router, members, pool.member_pace, callers),
     }
     named["auto"] = Auto(named, config.auto)
     virtual = settings.server.virtual_model

@@ -6,14 +6,15 @@ whose names start with ``Test``.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backends.base import ChatRequest
+from backends.base import ChatRequest, Chunk
 from backends.config import Member
 from backends.node import Pace
 from ensemble.base import Answer, Context, Options
@@ -24,7 +25,7 @@ from ensemble.config import TestedSettings as Settings
 from ensemble.route import Router
 from ensemble.tested import BRIEF, Tried, _best, _plan
 from ensemble.tested import Tested as Checked
-from tests.fakes import FakeNode, content_chunk, fake_pool
+from tests.fakes import FakeNode, content_chunk, fake_pool, node_chunk, tool_fragment
 
 pytestmark = pytest.mark.anyio
 
@@ -193,10 +194,76 @@ class TestPassThrough:
         answered, answer = await run(strategy, body(text))
         assert answered == "fine" and answer.strategy == "route"
 
-    async def test_a_tool_turn_goes_to_the_fallback(self) -> None:
-        tools = [{"type": "function", "function": {"name": "run", "parameters": {}}}]
+    @pytest.mark.parametrize(
+        "extra",
+        [
+            {"tool_choice": "required"},
+            {"tool_choice": {"type": "function", "function": {"name": "run"}}},
+        ],
+    )
+    async def test_a_turn_that_requires_a_call_goes_to_the_fallback(
+        self, extra: dict[str, Any]
+    ) -> None:
         strategy = checked(FakeNode("w", reply="fine"))
-        _, answer = await run(strategy, body(ASKED, tools=tools))
+        _, answer = await run(strategy, body(ASKED, tools=TOOLS, **extra))
+        assert answer.strategy == "route"
+
+    async def test_a_turn_answering_from_a_tools_result_goes_to_the_fallback(self) -> None:
+        messages = [
+            {"role": "user", "content": ASKED},
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "c", "type": "function", "function": {"name": "run", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "c", "content": "done"},
+        ]  # fmt: skip
+        strategy = checked(FakeNode("w", reply="fine"))
+        _, answer = await run(strategy, {"messages": messages, "tools": TOOLS})
+        assert answer.strategy == "route"
+
+
+TOOLS = [{"type": "function", "function": {"name": "run", "parameters": {}}}]
+
+
+@dataclass
+class CallingNode(FakeNode):
+    """Answers every request with a call of the tool ``run``."""
+
+    async def _chunks(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+        yield node_chunk({"role": "assistant"})
+        yield tool_fragment(0, id="call_1", name="run", arguments="{}")
+        yield node_chunk({}, finish="tool_calls")
+
+
+class TestToolsOffered:
+    """An agent offers its tools with every turn; a code request among them is still checked."""
+
+    async def test_a_text_answer_is_checked_and_mended(self) -> None:
+        node = FakeNode("w", reply=repaired_by(GOOD, WRONG))
+        text, answer = await run(checked(node), body(ASKED, tools=TOOLS))
+        assert text == GOOD and answer.strategy == "tested"
+        assert [t["how"] for t in answer.why["tries"]] == ["first", "repair"]
+        assert all(r.body.get("tools") == TOOLS for r in node.requests)
+
+    async def test_a_tool_call_is_given_unchecked(self) -> None:
+        strategy = checked(CallingNode("w"))
+        async with strategy(Context.of(body(ASKED, tools=TOOLS))) as answer:
+            chunks = [chunk async for chunk in answer.chunks]
+        assert answer.strategy == "tested" and answer.why["tool_call"] is True
+        calls = [c for chunk in chunks for c in chunk.delta.get("tool_calls") or []]
+        assert calls and calls[0]["function"]["name"] == "run"
+        assert members_asked(answer) == [("writer", "accepted")]
+
+    async def test_only_members_able_to_call_tools_write(self) -> None:
+        writer, strong = FakeNode("w", reply=WRONG), FakeNode("s", reply=GOOD)
+        strategy = replace(checked(writer, strong), callers=frozenset({"strong"}))
+        text, answer = await run(strategy, body(ASKED, tools=TOOLS))
+        assert text == GOOD and not writer.requests
+        assert members_asked(answer) == [("strong", "accepted")]
+        await run(strategy, body(ASKED))
+        assert writer.requests, "without tools every writer may answer"
+
+    async def test_no_writer_able_to_call_tools_is_the_fallbacks(self) -> None:
+        strategy = replace(checked(FakeNode("w", reply="fine")), callers=frozenset({"other"}))
+        _, answer = await run(strategy, body(ASKED, tools=TOOLS))
         assert answer.strategy == "route"
 
 
