@@ -27,12 +27,15 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "openwebui"
 STRATEGIES = {
     "auto": {"chore": "cascade", "code": "route", "general": "route"},
     "cascade": {"ladders": {"chore": [CODER, SMOL]}},
+    "tested": {"members": [CODER], "test_writer": CODER, "test_tokens": 160},
 }
 
 
-def fixture(name: str) -> bytes:
-    """The captured body, compact as Open WebUI sends it."""
+def fixture(name: str, model: str | None = None) -> bytes:
+    """The captured body, compact as Open WebUI sends it (with another ``model`` if given, as
+    when the user picks it in Open WebUI's model list)."""
     body = json.loads((FIXTURES / f"{name}.json").read_text())
+    body = body if model is None else {**body, "model": model}
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -51,10 +54,10 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stop_cluster(cluster)
 
 
-def post(base: str, name: str) -> httpx.Response:
+def post(base: str, name: str, model: str | None = None) -> httpx.Response:
     headers = {"Content-Type": "application/json", "Authorization": "Bearer sk-owui-test"}
-    return httpx.post(f"{base}/v1/chat/completions", content=fixture(name), headers=headers,
-                      timeout=600)  # fmt: skip
+    return httpx.post(f"{base}/v1/chat/completions", content=fixture(name, model),
+                      headers=headers, timeout=600)  # fmt: skip
 
 
 def frames(response: httpx.Response) -> list[Any]:
@@ -118,6 +121,31 @@ class TestOpenWebUITurns:
         assert all(
             c["function"]["name"] in sent for c in calls if c.get("function", {}).get("name")
         )
+
+
+class TestOpenWebUITested:
+    """Open WebUI's turns with `booagent-cluster:tested` picked: its 36 tools come along, and
+    the code is still run before the answer streams."""
+
+    def test_first_turn_is_run_against_written_checks(self, base: str) -> None:
+        response = post(base, "chat_turn_1", model="booagent-cluster:tested")
+        data = frames(response)
+        assert response.status_code == 200 and data[-1] == "[DONE]"
+        assert not any("error" in f for f in data[:-1])
+        text = "".join(c["delta"].get("content") or "" for f in data[:-1] for c in f["choices"])
+        assert "def " in text, text
+        record = data[-2]["booagent"]
+        assert record["strategy"] == "tested" and record["tools"]["offered"] == 36
+        assert record["checks"]["stated"] == 0 and record["checks"]["by"] == CODER
+        assert record["tries"] and record["tries"][0]["member"] == CODER
+
+    def test_a_follow_up_that_asks_for_no_new_code_streams_from_route(self, base: str) -> None:
+        """ "Add type hints and a few pytest tests for it." asks to change earlier code, not
+        for a function to be written: it is answered unchecked, streamed as it comes."""
+        response = post(base, "chat_turn_2", model="booagent-cluster:tested")
+        data = frames(response)
+        assert response.status_code == 200 and data[-1] == "[DONE]"
+        assert data[-2]["booagent"]["strategy"] == "route"
 
 
 class TestOpenWebUIChores:
