@@ -51,7 +51,7 @@ test: setup
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check gateway backends ensemble bench evals
+	$(BIN)/ruff format --check gateway backends ensemble bench evals tests
 
 typecheck: $(TEST_STAMP)
 	$(BIN)/mypy

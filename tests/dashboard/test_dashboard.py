@@ -124,4 +124,3 @@ def _post_in_thread(base: str, body: dict[str, Any]) -> threading.Thread:
     )
     thread.start()
     return thread
-

@@ -341,9 +341,7 @@ class TestFairness:
 
 
 @settings(max_examples=80, deadline=None)
-@given(
-    arrivals=st.lists(st.tuples(st.sampled_from("abc"), st.booleans()), min_size=1, max_size=25)
-)
+@given(arrivals=st.lists(st.tuples(st.sampled_from("abc"), st.booleans()), min_size=1, max_size=25))
 async def test_no_client_is_served_twice_while_another_waits(
     arrivals: list[tuple[str, bool]],
 ) -> None:
