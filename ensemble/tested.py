@@ -17,7 +17,8 @@ A request that offers tools is checked too, when it is a user's turn that leaves
 the model (``tool_choice`` auto or none): its writers are the members able to call tools, a
 first answer that calls a tool is given as it is (the client runs it), and a text answer is
 checked as any other. Requests that ask for no code to be written, or for another language,
-turns that carry a tool's result or require a call, are the ``fallback`` strategy's, unchanged.
+turns that carry a tool's result or require a call, and requests with nothing to check them
+by (no stated example and no ``test_writer``) are the ``fallback`` strategy's, unchanged.
 """
 
 from __future__ import annotations
@@ -107,7 +108,14 @@ class Tested:
             return False
         if ctx.tools and not (_text_allowed(ctx.body) and self.configured(ctx)):
             return False
-        return python_code_asked(last_user_text(ctx.body.get("messages") or []))
+        task = last_user_text(ctx.body.get("messages") or [])
+        return python_code_asked(task) and self.has_checks(stated(task))
+
+    def has_checks(self, given: Stated) -> bool:
+        """Whether the answer will have checks to run: stated examples, or a test writer to
+        write some (not for a program whose sample runs are not given). Without, the request
+        is the fallback's, streamed as it comes, as nothing would be checked."""
+        return bool(given.checks) or (self.settings.test_writer is not None and not given.program)
 
     def configured(self, ctx: Context) -> tuple[str, ...]:
         """The writers the request or the configuration names; on a turn that offers tools,

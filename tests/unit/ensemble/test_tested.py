@@ -160,10 +160,19 @@ class TestWrittenTests:
                                         "first_failure": "double(3) == 7: got 6"}]  # fmt: skip
         assert answer.why["passed"] is False
 
-    async def test_without_a_test_writer_an_unstated_request_is_answered_unchecked(self) -> None:
-        text, answer = await run(checked(FakeNode("w", reply=WRONG)), body(UNSTATED))
-        assert text == WRONG
-        assert answer.why["passed"] is False and answer.why["tries"][0]["checks"] == 0
+    async def test_without_a_test_writer_an_unstated_request_is_streamed_unchecked(self) -> None:
+        """Nothing would check it: the fallback streams the answer as it comes."""
+        strategy = checked(FakeNode("w", reply=WRONG))
+        assert not strategy.deliberates(Context.of(body(UNSTATED)))
+        text, answer = await run(strategy, body(UNSTATED))
+        assert text == WRONG and answer.strategy == "route"
+
+    async def test_a_program_without_sample_runs_is_streamed_unchecked(self) -> None:
+        asked = "Write a Python program that reads a line from standard input and prints it."
+        strategy = checked(FakeNode("w", reply=GOOD), FakeNode("t", reply="assert True"),
+                           test_writer="tester")  # fmt: skip
+        _, answer = await run(strategy, body(asked))
+        assert answer.strategy == "route"
 
 
 class TestPrograms:
