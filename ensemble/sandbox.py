@@ -37,7 +37,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 
 ALLOWED_MODULES = frozenset(
@@ -170,15 +170,30 @@ def screen(code: str, policy: Policy = STRICT) -> str | None:
     return None
 
 
+LOADED_ON_USE = {"datetime": ("_strptime",), "time": ("_strptime",)}
+"""Allowed modules that import another only when first used (``datetime.strptime`` imports
+``_strptime``): those are loaded with them, since the audit hook refuses any import once the
+code runs."""
+
+
+def with_loaded_on_use(modules: Iterable[str]) -> list[str]:
+    """``modules`` and what they import only when used (:data:`LOADED_ON_USE`), sorted."""
+    found = set(modules)
+    for module in list(found):
+        found.update(LOADED_ON_USE.get(module.partition(".")[0], ()))
+    return sorted(found)
+
+
 def imported(code: str) -> list[str]:
-    """The modules a program that passed :func:`screen` imports (to load before it runs)."""
+    """The modules a program that passed :func:`screen` imports (to load before it runs),
+    with what they import only when used."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(code)):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module:
             found.add(node.module)
-    return sorted(found)
+    return with_loaded_on_use(found)
 
 
 def _forbidden(node: ast.AST, policy: Policy) -> str | None:
@@ -286,7 +301,7 @@ async def run_program(code: str, limits: Limits = Limits()) -> ProgramRun:
         return ProgramRun("", refused)
     nonce = os.urandom(16).hex()
     async with contained(_RUN_PROGRAM, "booagent-program-") as child:
-        job = child_job(limits, code=code, nonce=nonce, modules=sorted(ALLOWED_MODULES))
+        job = child_job(limits, code=code, nonce=nonce, modules=with_loaded_on_use(ALLOWED_MODULES))
         return await _outcome(child, job, limits, nonce)
 
 

@@ -42,6 +42,20 @@ class TestAssertions:
         failure = found.results[0].failure or ""
         assert failure.startswith("ValueError: invalid literal")
 
+    @pytest.mark.parametrize(
+        "code",
+        [
+            "from datetime import datetime\ndef days(a, b):\n"
+            "    f = '%Y-%m-%d'\n    return (datetime.strptime(b, f) - datetime.strptime(a, f)).days\n",
+            "import time\ndef days(a, b):\n    return (time.mktime(time.strptime(b, '%Y-%m-%d'))"
+            " - time.mktime(time.strptime(a, '%Y-%m-%d'))) // 86400\n",
+        ],
+    )
+    async def test_a_module_that_imports_more_when_used_works(self, code: str) -> None:
+        """``strptime`` imports ``_strptime`` on its first call, after the audit hook is in."""
+        found = await trial(code, "assert days('2024-01-01', '2024-03-01') == 60")
+        assert found.clean, found.results[0].failure
+
     async def test_code_that_fails_to_load_fails_every_check(self) -> None:
         found = await trial("x = 1 / 0\n" + DOUBLE, "assert double(1) == 2", "assert True")
         assert all("ZeroDivisionError" in (r.failure or "") for r in found.results)
