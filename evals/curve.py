@@ -20,7 +20,7 @@ from pathlib import Path
 
 from evals.client import Sampling
 from evals.items import Kind, load_suite, select
-from evals.report import Summary, chart, summarise, table
+from evals.report import Summary, summarise, table
 from evals.runner import cached_records
 
 CURVE_CHART = "curve.png"
@@ -57,6 +57,34 @@ def summaries(
         relabelled = [replace(r, target=point.label) for r in records]
         found += summarise(relabelled)
     return found
+
+
+def chart(found: Sequence[Summary], path: Path) -> None:
+    """Accuracy against p50 and p95 latency, one marker per run, named in a legend (runs
+    close together stay legible), as a PNG."""
+    import matplotlib  # the optional `eval` extra, loaded only to draw
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, axes = pyplot.subplots(figsize=(8, 4.8), dpi=120)
+    for index, s in enumerate(found):
+        color = f"C{index % 10}"
+        accuracy = 100 * s.accuracy
+        axes.plot([s.p50, s.p95], [accuracy, accuracy], color=color, alpha=0.4)
+        axes.scatter([s.p50], [accuracy], color=color, marker="o", facecolors="none")
+        axes.scatter([s.p95], [accuracy], color=color, marker="o", label=s.target)
+    axes.set_xlabel("latency (s): hollow p50, filled p95")
+    axes.set_ylabel("accuracy (%)")
+    accuracies = [100 * s.accuracy for s in found]
+    axes.set_ylim(max(0.0, min(accuracies) - 10), min(100.0, max(accuracies) + 10))
+    axes.set_xlim(left=0, right=max([s.p95 for s in found] + [1.0]) * 1.1)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="lower left", fontsize="small")
+    axes.set_title("accuracy against latency, one run per configuration")
+    figure.tight_layout()
+    figure.savefig(path)
+    pyplot.close(figure)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
