@@ -65,6 +65,14 @@ class TestRun:
         run = await run_program("apples = 12\ngiven = 5\nprint(apples - given)", QUICK)
         assert run.ok and run.output == "7\n"
 
+    async def test_dates_parse_although_strptime_imports_on_first_use(self) -> None:
+        code = (
+            "from datetime import datetime\nf = '%Y-%m-%d'\n"
+            "print((datetime.strptime('2024-03-01', f) - datetime.strptime('2024-01-01', f)).days)"
+        )
+        run = await run_program(code, QUICK)
+        assert (run.output.strip(), run.error) == ("60", None)
+
     async def test_an_exception_is_reported_with_what_was_printed(self) -> None:
         run = await run_program("print(1)\nraise ValueError('boom')", QUICK)
         assert not run.ok and run.error == "ValueError: boom" and run.output == "1\n"
