@@ -45,8 +45,8 @@ class TestAssertions:
     @pytest.mark.parametrize(
         "code",
         [
-            "from datetime import datetime\ndef days(a, b):\n"
-            "    f = '%Y-%m-%d'\n    return (datetime.strptime(b, f) - datetime.strptime(a, f)).days\n",
+            "from datetime import datetime\ndef days(a, b):\n    f = '%Y-%m-%d'\n"
+            "    return (datetime.strptime(b, f) - datetime.strptime(a, f)).days\n",
             "import time\ndef days(a, b):\n    return (time.mktime(time.strptime(b, '%Y-%m-%d'))"
             " - time.mktime(time.strptime(a, '%Y-%m-%d'))) // 86400\n",
         ],
