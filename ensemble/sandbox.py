@@ -184,6 +184,10 @@ def with_loaded_on_use(modules: Iterable[str]) -> list[str]:
     return sorted(found)
 
 
+_PROGRAM_MODULES = with_loaded_on_use(ALLOWED_MODULES)
+"""What a math program's child loads before its audit hook goes in."""
+
+
 def imported(code: str) -> list[str]:
     """The modules a program that passed :func:`screen` imports (to load before it runs),
     with what they import only when used."""
@@ -301,7 +305,7 @@ async def run_program(code: str, limits: Limits = Limits()) -> ProgramRun:
         return ProgramRun("", refused)
     nonce = os.urandom(16).hex()
     async with contained(_RUN_PROGRAM, "booagent-program-") as child:
-        job = child_job(limits, code=code, nonce=nonce, modules=with_loaded_on_use(ALLOWED_MODULES))
+        job = child_job(limits, code=code, nonce=nonce, modules=_PROGRAM_MODULES)
         return await _outcome(child, job, limits, nonce)
 
 

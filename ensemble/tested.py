@@ -31,6 +31,7 @@ from typing import Any
 
 from backends.base import Backend, ChatRequest
 from backends.node import Pace
+from backends.toolcalls_plan import tool_choice_of
 from ensemble.base import Answer, Context, Strategy
 from ensemble.candidates import Candidate, ask
 from ensemble.classify import Kind, last_user_text
@@ -101,15 +102,19 @@ class Tested:
     callers: frozenset[str] = frozenset()
     name: str = "tested"
 
-    def checkable(self, ctx: Context) -> bool:
-        """A code request asking for Python to be written, on a user's turn; one that offers
-        tools only when the model may answer without a call and a writer can render them."""
+    def checked_task(self, ctx: Context) -> tuple[str, Stated] | None:
+        """The task and what it states, for a code request asking for Python to be written on
+        a user's turn (one that offers tools only when the model may answer without a call and
+        a writer can render them) with checks to run; None: the fallback's request."""
         if ctx.kind is not Kind.CODE or not _users_turn(ctx.body):
-            return False
+            return None
         if ctx.tools and not (_text_allowed(ctx.body) and self.configured(ctx)):
-            return False
+            return None
         task = last_user_text(ctx.body.get("messages") or [])
-        return python_code_asked(task) and self.has_checks(stated(task))
+        if not python_code_asked(task):
+            return None
+        given = stated(task)
+        return (task, given) if self.has_checks(given) else None
 
     def has_checks(self, given: Stated) -> bool:
         """Whether the answer will have checks to run: stated examples, or a test writer to
@@ -126,7 +131,7 @@ class Tested:
         return tuple(w for w in writers if w in self.callers)
 
     def deliberates(self, ctx: Context) -> bool:
-        return self.checkable(ctx) or self.fallback.deliberates(ctx)
+        return self.checked_task(ctx) is not None or self.fallback.deliberates(ctx)
 
     def writers(self, ctx: Context, budget: float) -> tuple[str, ...]:
         """The writers in the order they are asked; with ``fit_writer`` the first is one whose
@@ -144,21 +149,20 @@ class Tested:
         return (first, *(w for w in writers if w != first))
 
     def __call__(self, ctx: Context) -> AbstractAsyncContextManager[Answer]:
-        if not self.checkable(ctx):
+        found = self.checked_task(ctx)
+        if found is None:
             return self.fallback(ctx)
-        return decided(self.decide(ctx), texts=ctx.options.explain)
+        return decided(self.decide(ctx, *found), texts=ctx.options.explain)
 
-    async def decide(self, ctx: Context) -> Decision:
+    async def decide(self, ctx: Context, task: str, given: Stated) -> Decision:
         loop = asyncio.get_running_loop()
         started = loop.time()
         budget = (ctx.options.deadline_ms or self.settings.deadline_ms) / 1000
-        task = last_user_text(ctx.body.get("messages") or [])
-        given = stated(task)
         request = self._asked(ctx.request, task)
         writers = self.writers(ctx, budget)
         first, written = await self._first(request, writers[0], task, given)
         if first.acc.tool_calls:
-            return _called(self.name, first, written, loop.time() - started)
+            return _called(self.name, first, written, given, loop.time() - started)
         checks = given.checks or self._tests(written, given, first)
         tried = [await self._tried(first, checks, "first")]
         plan = _plan(self.settings.mend, writers, self.settings.tries)
@@ -191,7 +195,7 @@ class Tested:
         """The first answer, and the written assertions when the request states no example
         (asked at the same time when the request names its function)."""
         writer = self.settings.test_writer
-        if given.checks or writer is None or given.program:
+        if given.checks or writer is None:  # (a request with neither is the fallback's)
             return await ask(self.backend, request, member), None
         if given.entries:
             tests = self._test_call(request, writer, task, given.entries[0])
@@ -293,17 +297,45 @@ def _users_turn(body: Mapping[str, Any]) -> bool:
 
 def _text_allowed(body: Mapping[str, Any]) -> bool:
     """The client leaves the model free to answer in text (``tool_choice`` auto or none)."""
-    return body.get("tool_choice", "auto") in ("auto", "none", None)
+    return tool_choice_of(body)[0] in ("auto", "none")
 
 
-def _called(name: str, first: Candidate, written: Candidate | None, seconds: float) -> Decision:
+def _called(
+    name: str, first: Candidate, written: Candidate | None, given: Stated, seconds: float
+) -> Decision:
     """The first answer calls a tool: given as it is, unchecked (the client runs the call)."""
-    calls = [first.judged("accepted")]
-    if written is not None:
-        calls.append(written.judged("wrote_tests"))
-    why = {"strategy": name, "checks": {"stated": 0, "written": 0, "by": None}, "tries": [],
-           "passed": False, "tool_call": True, "seconds": round(seconds, 3)}  # fmt: skip
-    return Decision(name, tuple(calls), 0 if first.ok else None, why)
+    why = {**_why(name, given, written, (), [], seconds), "tool_call": True}
+    calls = _calls([first.judged("accepted")], written)
+    return Decision(name, calls, 0 if first.ok else None, why)
+
+
+def _calls(answers: list[Candidate], written: Candidate | None) -> tuple[Candidate, ...]:
+    """The answers' calls, then the test writer's (when it was asked)."""
+    return (*answers, *([] if written is None else [written.judged("wrote_tests")]))
+
+
+def _why(
+    name: str,
+    given: Stated,
+    written: Candidate | None,
+    checks: Sequence[Check],
+    tried: Sequence[Tried],
+    seconds: float,
+) -> dict[str, Any]:
+    """What ``booagent`` reports of a decision: the checks, each try, whether the answer
+    passed them all."""
+    best = _best(tried) if tried else None
+    return {
+        "strategy": name,
+        "checks": {
+            "stated": len(given.checks),
+            "written": sum(c.origin == "generated" for c in checks),
+            "by": written.member if written is not None else None,
+        },
+        "tries": [t.shown() for t in tried],
+        "passed": best is not None and best.trial.clean and bool(checks),
+        "seconds": round(seconds, 3),
+    }
 
 
 def _decision(
@@ -316,19 +348,6 @@ def _decision(
 ) -> Decision:
     best = _best(tried)
     winner = next(index for index, t in enumerate(tried) if t is best)
-    calls = [t.candidate.judged("accepted" if t is best else "rejected") for t in tried]
-    why: Mapping[str, Any] = {
-        "strategy": name,
-        "checks": {
-            "stated": len(given.checks),
-            "written": sum(c.origin == "generated" for c in checks),
-            "by": written.member if written is not None else None,
-        },
-        "tries": [t.shown() for t in tried],
-        "passed": best.trial.clean and bool(checks),
-        "seconds": round(seconds, 3),
-    }
-    if written is not None:
-        calls.append(written.judged("wrote_tests"))
-    winner_ok = winner if best.candidate.ok else None
-    return Decision(name, tuple(calls), winner_ok, why)
+    answers = [t.candidate.judged("accepted" if t is best else "rejected") for t in tried]
+    why = _why(name, given, written, checks, tried, seconds)
+    return Decision(name, _calls(answers, written), winner if best.candidate.ok else None, why)

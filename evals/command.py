@@ -93,7 +93,8 @@ def _strategy(name: str, virtual: str, strategy_ids: list[str]) -> str | list[st
     raise EvalError(f"unknown strategy {name!r}; the gateway lists {known}")
 
 
-def _split(value: str) -> Split | None:
+def parse_split(value: str) -> Split | None:
+    """``dev``, ``test`` or ``all`` (None: every item)."""
     if value == "all":
         return None
     if value in ("dev", "test"):
@@ -101,7 +102,8 @@ def _split(value: str) -> Split | None:
     raise EvalError(f"unknown split {value!r}; use dev, test or all")
 
 
-def _kinds(values: Sequence[str]) -> list[Kind]:
+def parse_kinds(values: Sequence[str]) -> list[Kind]:
+    """The kinds named (comma-separated values allowed); an unknown one is an error."""
     kinds: list[Kind] = []
     for name in _names(values):
         kind = next((k for k in KINDS if k == name), None)
@@ -113,7 +115,7 @@ def _kinds(values: Sequence[str]) -> list[Kind]:
 
 def items_for(options: EvalOptions) -> list[Item]:
     """The suite's items this run covers."""
-    split, kinds = _split(options.split), _kinds(options.kinds)
+    split, kinds = parse_split(options.split), parse_kinds(options.kinds)
     return select(load_suite(), split=split, kinds=kinds, limit=options.limit)
 
 
@@ -134,7 +136,7 @@ def settings_lines(
         "gateway": options.against,
         "targets": ", ".join(f"`{t}`" for t in targets),
         "split": options.split,
-        "kinds": ", ".join(_kinds(options.kinds)) or "all",
+        "kinds": ", ".join(parse_kinds(options.kinds)) or "all",
         "items": f"{len(items)} per target"
         + (f" (at most {options.limit} per kind)" if options.limit else ""),
         "sampling": f"max_tokens {options.max_tokens or 'none'}, "

@@ -19,8 +19,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from evals.client import Sampling
-from evals.items import Kind, load_suite, select
-from evals.report import Summary, summarise, table
+from evals.command import EvalError, parse_kinds, parse_split
+from evals.items import Kind, Split, load_suite, select
+from evals.report import Summary, drawing, summarise, table
 from evals.runner import cached_records
 
 CURVE_CHART = "curve.png"
@@ -44,11 +45,11 @@ class Point:
 
 
 def summaries(
-    points: Sequence[Point], *, split: str, kinds: Sequence[Kind], sampling: Sampling
+    points: Sequence[Point], *, split: Split | None, kinds: Sequence[Kind], sampling: Sampling
 ) -> list[Summary]:
     """One summary per point, over the items its cache answered (a run cut short shows its
     item count in the table)."""
-    items = select(load_suite(), split=None if split == "all" else split, kinds=kinds)  # type: ignore[arg-type]
+    items = select(load_suite(), split=split, kinds=kinds)
     found: list[Summary] = []
     for point in points:
         records = cached_records([point.target], items, cache_path=point.cache, sampling=sampling)
@@ -62,29 +63,21 @@ def summaries(
 def chart(found: Sequence[Summary], path: Path) -> None:
     """Accuracy against p50 and p95 latency, one marker per run, named in a legend (runs
     close together stay legible), as a PNG."""
-    import matplotlib  # the optional `eval` extra, loaded only to draw
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
-    figure, axes = pyplot.subplots(figsize=(8, 4.8), dpi=120)
-    for index, s in enumerate(found):
-        color = f"C{index % 10}"
-        accuracy = 100 * s.accuracy
-        axes.plot([s.p50, s.p95], [accuracy, accuracy], color=color, alpha=0.4)
-        axes.scatter([s.p50], [accuracy], color=color, marker="o", facecolors="none")
-        axes.scatter([s.p95], [accuracy], color=color, marker="o", label=s.target)
-    axes.set_xlabel("latency (s): hollow p50, filled p95")
-    axes.set_ylabel("accuracy (%)")
-    accuracies = [100 * s.accuracy for s in found]
-    axes.set_ylim(max(0.0, min(accuracies) - 10), min(100.0, max(accuracies) + 10))
-    axes.set_xlim(left=0, right=max([s.p95 for s in found] + [1.0]) * 1.1)
-    axes.grid(alpha=0.3)
-    axes.legend(loc="lower left", fontsize="small")
-    axes.set_title("accuracy against latency, one run per configuration")
-    figure.tight_layout()
-    figure.savefig(path)
-    pyplot.close(figure)
+    with drawing(path, (8, 4.8)) as axes:
+        for index, s in enumerate(found):
+            color = f"C{index % 10}"
+            accuracy = 100 * s.accuracy
+            axes.plot([s.p50, s.p95], [accuracy, accuracy], color=color, alpha=0.4)
+            axes.scatter([s.p50], [accuracy], color=color, marker="o", facecolors="none")
+            axes.scatter([s.p95], [accuracy], color=color, marker="o", label=s.target)
+        axes.set_xlabel("latency (s): hollow p50, filled p95")
+        axes.set_ylabel("accuracy (%)")
+        accuracies = [100 * s.accuracy for s in found]
+        axes.set_ylim(max(0.0, min(accuracies) - 10), min(100.0, max(accuracies) + 10))
+        axes.set_xlim(left=0, right=max([s.p95 for s in found] + [1.0]) * 1.1)
+        axes.grid(alpha=0.3)
+        axes.legend(loc="lower left", fontsize="small")
+        axes.set_title("accuracy against latency, one run per configuration")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -95,9 +88,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--max-tokens", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    kinds: list[Kind] = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    try:
+        split, kinds = parse_split(args.split), parse_kinds([args.kinds])
+    except EvalError as exc:
+        parser.error(str(exc))
     found = summaries(
-        args.point, split=args.split, kinds=kinds, sampling=Sampling(max_tokens=args.max_tokens)
+        args.point, split=split, kinds=kinds, sampling=Sampling(max_tokens=args.max_tokens)
     )
     args.out.mkdir(parents=True, exist_ok=True)
     chart(found, args.out / CURVE_CHART)

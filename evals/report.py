@@ -10,12 +10,17 @@ from __future__ import annotations
 import math
 import os
 import platform
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from evals.items import KINDS, Kind
 from evals.runner import Record
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 CHART_NAME = "accuracy_vs_latency.png"
 _LABEL_OFFSETS = ((6, 4), (6, -12), (6, 16), (6, -24))
@@ -145,29 +150,38 @@ def markdown(summaries: Sequence[Summary], settings: Mapping[str, str], date: st
     return "\n".join(lines)
 
 
-def chart(summaries: Sequence[Summary], path: Path) -> None:
-    """Accuracy against p95 latency, one labelled point per target, as a PNG."""
+@contextmanager
+def drawing(path: Path, size: tuple[float, float]) -> Iterator[Axes]:
+    """Axes to draw on; the figure is saved to ``path`` as a PNG when the block ends."""
     import matplotlib  # the optional `eval` extra, loaded only to draw
 
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
-    figure, axes = pyplot.subplots(figsize=(7, 4.5), dpi=120)
-    for index, s in enumerate(summaries):
-        axes.scatter(s.p95, 100 * s.accuracy, s=50)
-        offset = _LABEL_OFFSETS[index % len(_LABEL_OFFSETS)]  # points that coincide stay legible
-        axes.annotate(
-            s.target, (s.p95, 100 * s.accuracy), xytext=offset, textcoords="offset points"
-        )
-    axes.set_xlabel("p95 latency (s)")
-    axes.set_ylabel("accuracy (%)")
-    axes.set_ylim(0, 100)
-    axes.set_xlim(left=0, right=max([s.p95 for s in summaries] + [1.0]) * 1.35)
-    axes.grid(alpha=0.3)
-    axes.set_title("booagent eval: accuracy vs p95 latency")
-    figure.tight_layout()
-    figure.savefig(path)
-    pyplot.close(figure)
+    figure, axes = pyplot.subplots(figsize=size, dpi=120)
+    try:
+        yield axes
+        figure.tight_layout()
+        figure.savefig(path)
+    finally:
+        pyplot.close(figure)
+
+
+def chart(summaries: Sequence[Summary], path: Path) -> None:
+    """Accuracy against p95 latency, one labelled point per target, as a PNG."""
+    with drawing(path, (7, 4.5)) as axes:
+        for index, s in enumerate(summaries):
+            axes.scatter(s.p95, 100 * s.accuracy, s=50)
+            offset = _LABEL_OFFSETS[index % len(_LABEL_OFFSETS)]  # coinciding points stay legible
+            axes.annotate(
+                s.target, (s.p95, 100 * s.accuracy), xytext=offset, textcoords="offset points"
+            )
+        axes.set_xlabel("p95 latency (s)")
+        axes.set_ylabel("accuracy (%)")
+        axes.set_ylim(0, 100)
+        axes.set_xlim(left=0, right=max([s.p95 for s in summaries] + [1.0]) * 1.35)
+        axes.grid(alpha=0.3)
+        axes.set_title("booagent eval: accuracy vs p95 latency")
 
 
 def write(
