@@ -13,7 +13,7 @@ problems with numbers.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
@@ -123,6 +123,17 @@ def last_user_text(messages: Sequence[Any]) -> str:
         if isinstance(message, Mapping) and message.get("role") == "user":
             return message_text(message.get("content"))
     return ""
+
+
+def with_last_user(messages: Sequence[Any], edit: Callable[[Any], Any]) -> list[Any]:
+    """The messages with the last user message's content replaced by ``edit(content)``."""
+    edited = list(messages)
+    for index in range(len(edited) - 1, -1, -1):
+        message = edited[index]
+        if isinstance(message, Mapping) and message.get("role") == "user":
+            edited[index] = {**message, "content": edit(message.get("content"))}
+            break
+    return edited
 
 
 def _window(text: str) -> str:

@@ -15,7 +15,7 @@ failing program, no number printed), the ``fallback`` strategy answers the reque
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -23,7 +23,7 @@ from typing import Any
 from backends.base import Backend, ChatRequest
 from ensemble.base import Answer, Context, Options, Strategy
 from ensemble.candidates import Candidate, ask
-from ensemble.classify import message_text
+from ensemble.classify import message_text, with_last_user
 from ensemble.config import ProgramSettings
 from ensemble.decision import Decision
 from ensemble.sandbox import Limits, ProgramRun, run_program
@@ -71,13 +71,7 @@ class Solution:
 def program_request(request: ChatRequest, max_tokens: int) -> ChatRequest:
     """The request with its last user message turned into a request for a program."""
     body = {k: v for k, v in request.body.items() if k not in _NOT_FOR_THE_PROGRAM}
-    messages = list(body.get("messages") or [])
-    for index in range(len(messages) - 1, -1, -1):
-        message = messages[index]
-        if isinstance(message, Mapping) and message.get("role") == "user":
-            asked = INSTRUCTION + message_text(message.get("content"))
-            messages[index] = {**message, "content": asked}
-            break
+    messages = with_last_user(body.get("messages") or [], lambda c: INSTRUCTION + message_text(c))
     limit = request.body.get("max_completion_tokens") or request.body.get("max_tokens")
     body.update(messages=messages, max_tokens=limit if isinstance(limit, int) else max_tokens)
     return replace(request, body=body)

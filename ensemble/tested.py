@@ -34,7 +34,7 @@ from backends.node import Pace
 from backends.toolcalls_plan import tool_choice_of
 from ensemble.base import Answer, Context, Strategy
 from ensemble.candidates import Candidate, ask
-from ensemble.classify import Kind, last_user_text
+from ensemble.classify import Kind, last_user_text, with_last_user
 from ensemble.code_checks import (
     Stated,
     defined_names,
@@ -181,12 +181,7 @@ class Tested:
         the code first (a system message after it would break some chat templates)."""
         if not self.settings.brief or _explanation_asked(task):
             return request
-        messages = list(request.body.get("messages") or [])
-        for index in range(len(messages) - 1, -1, -1):
-            message = messages[index]
-            if isinstance(message, Mapping) and message.get("role") == "user":
-                messages[index] = {**message, "content": _with_brief(message.get("content"))}
-                break
+        messages = with_last_user(request.body.get("messages") or [], _with_brief)
         return replace(request, body={**request.body, "messages": messages})
 
     async def _first(
