@@ -9,6 +9,7 @@ import httpx
 import openai
 import pytest
 
+from gateway.settings import DEFAULT_CONFIG, load_settings
 from tests.e2e.conftest import CODER, SMOL, Cluster
 from tests.harness import running_gateway
 
@@ -16,11 +17,13 @@ pytestmark = pytest.mark.e2e
 
 CODE = [{"role": "user", "content": "Write a Python function `double(x)` returning x * 2."}]
 MATH = [{"role": "user", "content": "What is 12 + 30? Answer with the number only."}]
+PACKAGED = load_settings(DEFAULT_CONFIG, environ={})
 
 
 @pytest.fixture(scope="module")
 def base(real_cluster: Cluster) -> Iterator[str]:
     strategies = {
+        "auto": PACKAGED.strategies.auto,  # the table `make up` serves
         "keepalive_seconds": 0.2,
         "program": {"members": [CODER]},
         "tested": {"members": [CODER], "test_writer": CODER, "test_tokens": 160},
@@ -180,6 +183,21 @@ def test_tested_stream_through_the_sdk(client: openai.OpenAI) -> None:
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert "def double" in text
     _tested(chunks[-1].model_extra["booagent"])  # type: ignore[index]
+
+
+def test_the_default_model_checks_code_that_states_examples(client: openai.OpenAI) -> None:
+    """The packaged `auto` table sends a code request stating examples to `tested`: the
+    streamed answer was run against them first."""
+    chunks = list(
+        client.chat.completions.create(
+            model="booagent-cluster", messages=DOUBLE, max_tokens=128, stream=True
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert "def double" in text
+    meta = chunks[-1].model_extra["booagent"]  # type: ignore[index]
+    assert meta["requested"] == "auto"
+    _tested(meta)
 
 
 def test_tested_passes_other_requests_through(client: openai.OpenAI) -> None:
