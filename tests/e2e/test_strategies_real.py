@@ -17,13 +17,13 @@ pytestmark = pytest.mark.e2e
 
 CODE = [{"role": "user", "content": "Write a Python function `double(x)` returning x * 2."}]
 MATH = [{"role": "user", "content": "What is 12 + 30? Answer with the number only."}]
-PACKAGED = load_settings(DEFAULT_CONFIG, environ={})
 
 
 @pytest.fixture(scope="module")
 def base(real_cluster: Cluster) -> Iterator[str]:
+    packaged = load_settings(DEFAULT_CONFIG, environ={})
     strategies = {
-        "auto": PACKAGED.strategies.auto,  # the table `make up` serves
+        "auto": packaged.strategies.auto,  # the table `make up` serves
         "keepalive_seconds": 0.2,
         "program": {"members": [CODER]},
         "tested": {"members": [CODER], "test_writer": CODER, "test_tokens": 160},
@@ -190,7 +190,7 @@ def test_the_default_model_checks_code_that_states_examples(client: openai.OpenA
     streamed answer was run against them first."""
     chunks = list(
         client.chat.completions.create(
-            model="booagent-cluster", messages=DOUBLE, max_tokens=128, stream=True
+            model="booagent-cluster", messages=DOUBLE, max_tokens=128, temperature=0, stream=True
         )
     )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
